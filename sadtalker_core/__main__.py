@@ -1,0 +1,68 @@
+"""Command line: ``python -m sadtalker_core <command>``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import registry
+
+
+def _cmd_check_weights(args: argparse.Namespace) -> int:
+    dirs = registry.default_checkpoint_dirs(args.checkpoint_dir)
+    print("Searching for SadTalker checkpoints in:")  # noqa: T201
+    for d in dirs:
+        print(f"  {d}{'' if d.is_dir() else '  (does not exist)'}")  # noqa: T201
+    reports = registry.check_weights(dirs)
+    width = max(len(r.spec.name) for r in reports)
+    print()  # noqa: T201
+    for r in reports:
+        line = f"{r.spec.name:<{width}}  {r.status:<8}"
+        if r.status == "found":
+            line += f"  {r.path}"
+        elif r.status == "invalid":
+            line += f"  {r.path}\n{'':<{width}}  -> {r.reason}\n{'':<{width}}  -> {r.spec.download_hint}"
+        else:
+            line += f"  ({r.spec.needed_for}: {r.spec.role}; ~{r.spec.size_mb} MB)"
+        print(line)  # noqa: T201
+    invalid = [r for r in reports if r.status == "invalid"]
+    sizes = registry.runnable_sizes(reports)
+    print()  # noqa: T201
+    if sizes:
+        print(f"Ready to render at: {', '.join(f'{s} px' for s in sizes)}.")  # noqa: T201
+    else:
+        print(  # noqa: T201
+            "Not ready: SadTalker needs SadTalker_V0.0.2_256.safetensors (or _512) and "
+            "mapping_00229-model.pth.tar (mapping_00109-model.pth.tar for full/extfull).\n"
+            f"Download them from {registry._RELEASE}/ into {dirs[0]}"
+        )
+    if invalid:
+        print(f"{len(invalid)} file(s) are invalid: re-download them.")  # noqa: T201
+        return 1
+    return 0 if sizes else 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sadtalker_core", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "check-weights",
+        help="report which official checkpoint files are found, missing or invalid",
+        description="Exit status: 0 ready, 1 a file is invalid, 2 a required file is missing.",
+    )
+    p.add_argument("checkpoint_dir", nargs="?", help="folder holding the checkpoints (searched first)")
+    p.set_defaults(func=_cmd_check_weights)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

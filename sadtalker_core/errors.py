@@ -1,0 +1,57 @@
+"""Error types of sadtalker_core: every message names the problem and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class SadTalkerError(Exception):
+    """Base class of every error sadtalker_core raises on purpose."""
+
+
+class ModelNotFoundError(SadTalkerError, FileNotFoundError):
+    """A required checkpoint file is in none of the searched folders."""
+
+    def __init__(self, name: str, searched: Sequence[Path], hint: str = ""):
+        self.name = name
+        self.searched = [Path(p) for p in searched]
+        where = "\n".join(f"  - {p}" for p in self.searched) or "  (no folder configured)"
+        msg = f"Checkpoint '{name}' was not found. Searched:\n{where}"
+        if hint:
+            msg += f"\n{hint}"
+        super().__init__(msg)
+
+
+class UnsupportedCheckpointError(SadTalkerError, ValueError):
+    """A checkpoint file exists but is truncated, corrupt, or holds another architecture."""
+
+
+class MissingDependencyError(SadTalkerError, ImportError):
+    """An optional Python package is needed for the requested feature."""
+
+    def __init__(self, package: str, feature: str):
+        self.package = package
+        super().__init__(
+            f"{feature} needs the Python package '{package}'. Install it with: pip install {package}"
+        )
+
+
+class ShapeError(SadTalkerError, ValueError):
+    """A tensor or array does not have the documented shape."""
+
+
+class InvalidImageError(SadTalkerError, ValueError):
+    """An input image cannot be read or is unusable."""
+
+
+class NoFaceDetectedError(SadTalkerError, ValueError):
+    """No face was found where one is required."""
+
+
+class InvalidAudioError(SadTalkerError, ValueError):
+    """An audio input cannot be read or is unusable (corrupt, silent, too short)."""
+
+
+class CancelledError(SadTalkerError):
+    """The caller's progress callback asked to stop."""

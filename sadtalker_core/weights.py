@@ -1,0 +1,187 @@
+"""Reading checkpoint files safely: safetensors or weights-only pickles, sections, strict loading."""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UnsupportedCheckpointError
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+
+_SAFETENSORS_SUFFIXES = (".safetensors",)
+
+
+class Checkpoint:
+    """One checkpoint file opened for reading, without loading tensors it is not asked for.
+
+    A safetensors file is memory-mapped and its tensors are read on demand, so a block of the
+    combined ``SadTalker_V0.0.2_*.safetensors`` costs only its own bytes. A ``.pth``/``.pth.tar``
+    file is a ``torch.save`` of a dict of sections; it is opened with ``weights_only=True`` (no
+    code execution) and memory-mapped where the zip layout allows it.
+    """
+
+    def __init__(self, path: str | Path, fix_hint: str = ""):
+        self.path = Path(path)
+        self.fix_hint = fix_hint
+        self.format = "safetensors" if self.path.name.endswith(_SAFETENSORS_SUFFIXES) else "torch"
+        self._handle = None
+        self._sections: dict | None = None
+        try:
+            if self.format == "safetensors":
+                from safetensors import safe_open
+
+                self._handle = safe_open(str(self.path), framework="pt", device="cpu")
+                self._keys = list(self._handle.keys())
+            else:
+                self._sections = _torch_load(self.path)
+                if not isinstance(self._sections, Mapping):
+                    raise UnsupportedCheckpointError(
+                        f"{self.path.name}: expected a dict of sections, found "
+                        f"{type(self._sections).__name__}."
+                    )
+                self._keys = list(self._sections.keys())
+        except UnsupportedCheckpointError as e:
+            raise self._error(str(e)) from e
+        except (OSError, RuntimeError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise self._error(f"cannot be read ({type(e).__name__}: {_first_line(e)})") from e
+        except Exception as e:  # safetensors raises its own SafetensorError type
+            if type(e).__name__ == "SafetensorError":
+                raise self._error(f"cannot be read (SafetensorError: {_first_line(e)})") from e
+            raise
+
+    def _error(self, what: str) -> UnsupportedCheckpointError:
+        msg = f"Checkpoint file {self.path} {what}. It is probably truncated or corrupt."
+        if self.fix_hint:
+            msg += f"\n{self.fix_hint}"
+        return UnsupportedCheckpointError(msg)
+
+    def keys(self) -> list[str]:
+        """Tensor keys (safetensors) or top-level section names (torch files)."""
+        return list(self._keys)
+
+    def section(self, name: str) -> object:
+        """A top-level entry of a torch file (``'mapping'``, ``'epoch'``...)."""
+        if self._sections is None:
+            raise KeyError(name)
+        if name not in self._sections:
+            raise UnsupportedCheckpointError(
+                f"Checkpoint file {self.path} has no '{name}' entry (it has: "
+                f"{', '.join(map(str, self._keys[:10]))}). It is not the expected file."
+                + (f"\n{self.fix_hint}" if self.fix_hint else "")
+            )
+        return self._sections[name]
+
+    def state_dict(self, name: str) -> StateDict:
+        """The state dict stored in section ``name`` (torch) or under prefix ``name.`` (safetensors)."""
+        if self.format == "safetensors":
+            head = name + "."
+            try:
+                sd = {k[len(head) :]: self._handle.get_tensor(k) for k in self._keys if k.startswith(head)}
+            except Exception as e:  # SafetensorError on a damaged data region
+                raise self._error(f"cannot be read ({type(e).__name__}: {_first_line(e)})") from e
+            if not sd:
+                raise UnsupportedCheckpointError(
+                    f"Checkpoint file {self.path} has no tensors under '{head}'. It is not the "
+                    "expected file." + (f"\n{self.fix_hint}" if self.fix_hint else "")
+                )
+            return sd
+        section = self.section(name)
+        if not isinstance(section, Mapping):
+            raise UnsupportedCheckpointError(
+                f"Checkpoint file {self.path}: entry '{name}' is a {type(section).__name__}, "
+                "not a state dict." + (f"\n{self.fix_hint}" if self.fix_hint else "")
+            )
+        return canonicalize(section)
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        # Old (non-zip) serialisation cannot be memory-mapped; read it plainly.
+        if "mmap" not in str(e):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def canonicalize(sd: Mapping[str, object]) -> StateDict:
+    """Unwrap ``state_dict``/``params_ema`` containers and strip a DataParallel ``module.`` prefix."""
+    for wrapper in ("state_dict", "params_ema", "params"):
+        inner = sd.get(wrapper)
+        if isinstance(inner, Mapping):
+            sd = inner
+            break
+    out: StateDict = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
+    return out
+
+
+def split_by_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    """Entries whose key starts with ``prefix + '.'``, with that prefix removed (never substring)."""
+    head = prefix + "."
+    return {k[len(head) :]: v for k, v in sd.items() if k.startswith(head)}
+
+
+def _summarise(keys: Iterable[str], limit: int = 5) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def compare_state_dict(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> list[str]:
+    """Differences between what ``module`` expects and ``sd`` holds: missing, unexpected, shapes."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    mismatched = [
+        f"{k} {list(sd[k].shape)} (expected {list(v.shape)})"
+        for k, v in expected.items()
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_summarise(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_summarise(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches: {_summarise(mismatched, 3)}")
+    return problems
+
+
+def load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str, fix_hint: str = "") -> nn.Module:
+    """``module.load_state_dict(sd, strict=True)`` with an error that says what does not fit.
+
+    Args:
+        module: the freshly built network.
+        sd: its state dict, prefix already removed.
+        what: a human description of the source, e.g. ``"generator in SadTalker_V0.0.2_256.safetensors"``.
+        fix_hint: what the user should do (download location, expected folder).
+
+    Raises:
+        UnsupportedCheckpointError: keys or shapes do not match the architecture.
+    """
+    problems = compare_state_dict(module, sd)
+    if problems:
+        msg = f"{what} does not match the expected architecture: " + "; ".join(problems) + "."
+        if fix_hint:
+            msg += f"\n{fix_hint}"
+        raise UnsupportedCheckpointError(msg)
+    on_meta = any(t.is_meta for t in module.state_dict().values())
+    module.load_state_dict(sd, strict=True, assign=on_meta)
+    return module
