@@ -44,6 +44,49 @@ def _cmd_check_weights(args: argparse.Namespace) -> int:
     return 0 if sizes else 2
 
 
+def _cmd_download_weights(args: argparse.Namespace) -> int:
+    from .download import DownloadError, download_weights, files_for
+
+    dest = args.checkpoint_dir or registry.default_checkpoint_dirs()[0]
+    sizes = (256, 512) if args.size == "all" else (int(args.size),)
+    names = files_for(sizes, enhancer=args.enhancer)
+    bar = _TerminalBar()
+    try:
+        paths = download_weights(dest, names, progress=bar.update)
+    except DownloadError as e:
+        bar.close()
+        print(f"error: {e}", file=sys.stderr)  # noqa: T201
+        return 3
+    bar.close()
+    print(f"{len(paths)} file(s) downloaded; all of {', '.join(names)} are in {dest}.")  # noqa: T201
+    return 0
+
+
+class _TerminalBar:
+    """Per-file byte progress on the terminal (tqdm when installed)."""
+
+    def __init__(self):
+        self._bar = None
+        self._name = None
+
+    def update(self, name: str, done: int, total: int) -> None:
+        if name != self._name:
+            self.close()
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self._name = name
+            self._bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=name)
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar, self._name = None, None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sadtalker_core", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -53,14 +96,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="report which official checkpoint files are found, missing or invalid",
         description="Exit status: 0 ready, 1 a file is invalid, 2 a required file is missing.",
     )
-    p.add_argument("checkpoint_dir", nargs="?", help="folder holding the checkpoints (searched first)")
+    p.add_argument(
+        "checkpoint_dir", nargs="?", help="folder holding the checkpoints (searched first)"
+    )
     p.set_defaults(func=_cmd_check_weights)
+    p = sub.add_parser(
+        "download-weights",
+        help="download the official checkpoints (SadTalker safetensors + MappingNets)",
+        description="Exit status: 0 all present, 3 a download failed (offline: lists the files "
+        "to fetch by hand and the folder to put them in).",
+    )
+    p.add_argument(
+        "checkpoint_dir", nargs="?", help="target folder (default: the first searched folder)"
+    )
+    p.add_argument("--size", choices=("256", "512", "all"), default="256", help="render model size")
+    p.add_argument("--enhancer", action="store_true", help="also fetch GFPGANv1.4.pth")
+    p.set_defaults(func=_cmd_download_weights)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s"
+    )
     return args.func(args)
 
 

@@ -33,48 +33,50 @@ class NetworkSpec:
 
     Attributes:
         id: registry id, also the key prefix inside the combined safetensors (if it is there).
-        build: builds the un-loaded module from the state dict (sizes are read off the tensors).
+        build: ``build(sd, **options)`` builds the un-loaded module; sizes are read off the
+            tensors unless the file spec fixes them in ``options``.
         description: what the network does, for messages.
     """
 
     id: str
-    build: Callable[[StateDict], nn.Module]
+    build: Callable[..., nn.Module]
     description: str
 
 
-def _build_kp_extractor(sd: StateDict) -> nn.Module:
+def _build_kp_extractor(sd: StateDict, **options) -> nn.Module:
     from .render.keypoint import KPDetector, KPDetectorConfig
 
     return KPDetector(KPDetectorConfig())
 
 
-def _build_generator(sd: StateDict) -> nn.Module:
+def _build_generator(sd: StateDict, **options) -> nn.Module:
     from .render.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 
     return OcclusionAwareSPADEGenerator(GeneratorConfig())
 
 
-def _build_mapping(sd: StateDict) -> nn.Module:
+def _build_mapping(sd: StateDict, coeff_nc: int | None = None) -> nn.Module:
     from .render.mapping import MappingNet, MappingNetConfig
 
-    first = sd.get("first.0.weight")
-    coeff_nc = int(first.shape[1]) if first is not None and first.ndim == 3 else 70
+    if coeff_nc is None:
+        first = sd.get("first.0.weight")
+        coeff_nc = int(first.shape[1]) if first is not None and first.ndim == 3 else 70
     return MappingNet(MappingNetConfig(coeff_nc=coeff_nc))
 
 
-def _build_audio2exp(sd: StateDict) -> nn.Module:
+def _build_audio2exp(sd: StateDict, **options) -> nn.Module:
     from .audio2exp.net import Audio2ExpConfig, Audio2ExpNet
 
     return Audio2ExpNet(Audio2ExpConfig())
 
 
-def _build_audio2pose(sd: StateDict) -> nn.Module:
+def _build_audio2pose(sd: StateDict, **options) -> nn.Module:
     from .audio2pose.cvae import Audio2PoseConfig, Audio2PoseNet
 
     return Audio2PoseNet(Audio2PoseConfig())
 
 
-def _build_face_3drecon(sd: StateDict) -> nn.Module:
+def _build_face_3drecon(sd: StateDict, **options) -> nn.Module:
     from .face.recon3dmm import ReconNet, ReconNetConfig
 
     return ReconNet(ReconNetConfig())
@@ -113,6 +115,8 @@ class CheckpointFile:
             ``"detector"``); decides whether its absence stops a run.
         required_entries: extra top-level entries a torch file must have (``'epoch'``).
         required_keys: for files loaded by other libraries, keys that identify the format.
+        options: network id -> build options this file fixes (e.g. MappingNet input width), so
+            a file under the wrong name is reported instead of silently accepted.
     """
 
     name: str
@@ -124,13 +128,16 @@ class CheckpointFile:
     needed_for: str = "core"
     required_entries: tuple[str, ...] = ()
     required_keys: tuple[str, ...] = ()
+    options: dict[str, dict] = field(default_factory=dict)
 
     @property
     def download_hint(self) -> str:
         return f"Download {self.name} from {self.url}"
 
 
-_COMBINED_SECTIONS = {n: n for n in ("kp_extractor", "generator", "audio2exp", "audio2pose", "face_3drecon")}
+_COMBINED_SECTIONS = {
+    n: n for n in ("kp_extractor", "generator", "audio2exp", "audio2pose", "face_3drecon")
+}
 
 FILES: dict[str, CheckpointFile] = {
     f.name: f
@@ -158,6 +165,7 @@ FILES: dict[str, CheckpointFile] = {
             f"{_RELEASE}/mapping_00229-model.pth.tar",
             {"mapping": "mapping"},
             required_entries=("epoch",),
+            options={"mapping": {"coeff_nc": 70}},
         ),
         CheckpointFile(
             "mapping_00109-model.pth.tar",
@@ -167,6 +175,7 @@ FILES: dict[str, CheckpointFile] = {
             {"mapping": "mapping"},
             needed_for="full",
             required_entries=("epoch",),
+            options={"mapping": {"coeff_nc": 73}},
         ),
         CheckpointFile(
             "epoch_20.pth",
@@ -248,7 +257,9 @@ def mapping_file_for(preprocess: str) -> str:
 # Discovery
 
 
-def default_checkpoint_dirs(explicit: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> list[Path]:
+def default_checkpoint_dirs(
+    explicit: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+) -> list[Path]:
     """Folders searched for checkpoints, in order.
 
     1. ``explicit`` (a folder or a list of folders given by the caller: CLI flag, node, tab);
@@ -374,7 +385,7 @@ def _section_of(path: Path, network: str) -> str:
     return network  # an unknown file name: assume the combined-safetensors layout
 
 
-def _build_empty(spec: NetworkSpec, sd: StateDict) -> nn.Module:
+def _build_empty(spec: NetworkSpec, sd: StateDict, options: dict) -> nn.Module:
     """Build the module without spending time on random initialisation.
 
     It is built on the meta device and given real storage by ``load_strict`` (``assign``). A module
@@ -382,9 +393,9 @@ def _build_empty(spec: NetworkSpec, sd: StateDict) -> nn.Module:
     built normally on the CPU.
     """
     with torch.device("meta"):
-        module = spec.build(sd)
+        module = spec.build(sd, **options)
     if any(m._non_persistent_buffers_set for m in module.modules()):
-        module = spec.build(sd)
+        module = spec.build(sd, **options)
     return module
 
 
@@ -410,15 +421,18 @@ def load_network(
             return hit
         ckpt = open_checkpoint(path)
         file_spec = FILES.get(path.name)
+        sd = ckpt.state_dict(_section_of(path, network))
         for entry in file_spec.required_entries if file_spec else ():
             ckpt.section(entry)
-        sd = ckpt.state_dict(_section_of(path, network))
-        module = _build_empty(spec, sd)
+        options = file_spec.options.get(network, {}) if file_spec else {}
+        module = _build_empty(spec, sd, options)
         hint = file_spec.download_hint if file_spec else ""
         load_strict(module, sd, f"The {spec.description} in {path}", hint)
         del sd
         module = module.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        loaded = LoadedModel(spec, module, path, file_spec.size if file_spec else None, device, dtype)
+        loaded = LoadedModel(
+            spec, module, path, file_spec.size if file_spec else None, device, dtype
+        )
         _modules[key] = loaded
         log.info("loaded %s from %s on %s (%s)", network, path.name, device, dtype)
         return loaded
@@ -438,11 +452,11 @@ class FileReport:
     reason: str = ""
 
 
-def _expected_shapes(network: str, sd_shapes: dict[str, torch.Size]) -> list[str]:
+def _expected_shapes(network: str, sd_shapes: dict[str, torch.Size], options: dict) -> list[str]:
     """Problems of a state dict (given only as shapes) against the network's architecture."""
     fake = {k: torch.empty(s, device="meta") for k, s in sd_shapes.items()}
     with torch.device("meta"):
-        module = NETWORKS[network].build(fake)
+        module = NETWORKS[network].build(fake, **options)
     return compare_state_dict(module, fake)
 
 
@@ -467,20 +481,11 @@ def validate_file(path: Path, spec: CheckpointFile) -> str:
                 return f"not a {spec.role} file: missing {', '.join(missing)}"
         problems: list[str] = []
         for network, section in spec.sections.items():
-            if ckpt.format == "safetensors":
-                head = section + "."
-                handle = ckpt._handle
-                shapes = {
-                    k[len(head) :]: torch.Size(handle.get_slice(k).get_shape())
-                    for k in ckpt.keys()
-                    if k.startswith(head)
-                }
-            else:
-                shapes = {k: v.shape for k, v in ckpt.state_dict(section).items()}
+            shapes = ckpt.shapes(section)
             if not shapes:
                 problems.append(f"no '{section}' block ({NETWORKS[network].description})")
                 continue
-            for p in _expected_shapes(network, shapes):
+            for p in _expected_shapes(network, shapes, spec.options.get(network, {})):
                 problems.append(f"{network}: {p}")
         return "; ".join(problems)
     except UnsupportedCheckpointError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,9 +32,9 @@ class Checkpoint:
     def __init__(self, path: str | Path, fix_hint: str = ""):
         self.path = Path(path)
         self.fix_hint = fix_hint
-        self.format = "safetensors" if self.path.name.endswith(_SAFETENSORS_SUFFIXES) else "torch"
         self._handle = None
         self._sections: dict | None = None
+        self.format = self._sniff()
         try:
             if self.format == "safetensors":
                 from safetensors import safe_open
@@ -50,12 +51,42 @@ class Checkpoint:
                 self._keys = list(self._sections.keys())
         except UnsupportedCheckpointError as e:
             raise self._error(str(e)) from e
+        except pickle.UnpicklingError as e:
+            if "weights only" in str(e).lower() or "weights_only" in str(e):
+                raise UnsupportedCheckpointError(
+                    f"Checkpoint file {self.path} holds Python objects other than tensors, so it "
+                    "was refused (loading it could run code). It is not an official file."
+                    + (f"\n{self.fix_hint}" if self.fix_hint else "")
+                ) from e
+            raise self._error(f"cannot be read (UnpicklingError: {_first_line(e)})") from e
         except (OSError, RuntimeError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise self._error(f"cannot be read ({type(e).__name__}: {_first_line(e)})") from e
         except Exception as e:  # safetensors raises its own SafetensorError type
             if type(e).__name__ == "SafetensorError":
                 raise self._error(f"cannot be read (SafetensorError: {_first_line(e)})") from e
             raise
+
+    def _sniff(self) -> str:
+        """Container format from the first bytes (names lie: renamed or failed downloads)."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(16)
+        except OSError as e:
+            raise self._error(f"cannot be opened ({e.strerror})") from e
+        if not head:
+            raise self._error("is empty (0 bytes)")
+        if head.lstrip()[:1] in (b"<", b"{") or head.lower().startswith(
+            (b"entry not", b"not found")
+        ):
+            raise UnsupportedCheckpointError(
+                f"Checkpoint file {self.path} is a web page or text, not a checkpoint: the download "
+                "failed." + (f"\n{self.fix_hint}" if self.fix_hint else "")
+            )
+        if len(head) >= 9 and head[8:9] == b"{":
+            return "safetensors"
+        if self.path.name.endswith(_SAFETENSORS_SUFFIXES) and not head.startswith((b"PK", b"\x80")):
+            return "safetensors"  # let the safetensors reader explain what is wrong
+        return "torch"
 
     def _error(self, what: str) -> UnsupportedCheckpointError:
         msg = f"Checkpoint file {self.path} {what}. It is probably truncated or corrupt."
@@ -79,12 +110,27 @@ class Checkpoint:
             )
         return self._sections[name]
 
+    def shapes(self, name: str) -> dict[str, torch.Size]:
+        """Shapes of the state dict in section ``name``; safetensors: from the header, no data read."""
+        if self.format == "safetensors":
+            head = name + "."
+            return {
+                k[len(head) :]: torch.Size(self._handle.get_slice(k).get_shape())
+                for k in self._keys
+                if k.startswith(head)
+            }
+        return {k: v.shape for k, v in self.state_dict(name).items()}
+
     def state_dict(self, name: str) -> StateDict:
         """The state dict stored in section ``name`` (torch) or under prefix ``name.`` (safetensors)."""
         if self.format == "safetensors":
             head = name + "."
             try:
-                sd = {k[len(head) :]: self._handle.get_tensor(k) for k in self._keys if k.startswith(head)}
+                sd = {
+                    k[len(head) :]: self._handle.get_tensor(k)
+                    for k in self._keys
+                    if k.startswith(head)
+                }
             except Exception as e:  # SafetensorError on a damaged data region
                 raise self._error(f"cannot be read ({type(e).__name__}: {_first_line(e)})") from e
             if not sd:
@@ -144,6 +190,11 @@ def _summarise(keys: Iterable[str], limit: int = 5) -> str:
     return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def _same_shape(stored: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    # torch loads a 0-d entry (BatchNorm num_batches_tracked) from a [1] tensor as well.
+    return stored == expected or (expected == () and stored == (1,))
+
+
 def compare_state_dict(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> list[str]:
     """Differences between what ``module`` expects and ``sd`` holds: missing, unexpected, shapes."""
     expected = module.state_dict()
@@ -152,7 +203,7 @@ def compare_state_dict(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> lis
     mismatched = [
         f"{k} {list(sd[k].shape)} (expected {list(v.shape)})"
         for k, v in expected.items()
-        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+        if k in sd and not _same_shape(tuple(sd[k].shape), tuple(v.shape))
     ]
     problems = []
     if missing:
@@ -164,7 +215,9 @@ def compare_state_dict(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> lis
     return problems
 
 
-def load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str, fix_hint: str = "") -> nn.Module:
+def load_strict(
+    module: nn.Module, sd: Mapping[str, torch.Tensor], what: str, fix_hint: str = ""
+) -> nn.Module:
     """``module.load_state_dict(sd, strict=True)`` with an error that says what does not fit.
 
     Args:

@@ -1,0 +1,115 @@
+"""Fetching the official checkpoint files, only when the user asks for it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import SadTalkerError
+from .registry import ENV_CHECKPOINTS, FILES, find_file, validate_file
+
+log = logging.getLogger(__name__)
+
+CORE_FILES = {
+    256: (
+        "SadTalker_V0.0.2_256.safetensors",
+        "mapping_00229-model.pth.tar",
+        "mapping_00109-model.pth.tar",
+    ),
+    512: (
+        "SadTalker_V0.0.2_512.safetensors",
+        "mapping_00229-model.pth.tar",
+        "mapping_00109-model.pth.tar",
+    ),
+}
+ENHANCER_FILES = ("GFPGANv1.4.pth",)
+
+
+class DownloadError(SadTalkerError, OSError):
+    """A file could not be fetched; the message lists what to download by hand and where."""
+
+
+def files_for(sizes: Sequence[int] = (256,), enhancer: bool = False) -> list[str]:
+    names: list[str] = []
+    for s in sizes:
+        names += [n for n in CORE_FILES[s] if n not in names]
+    if enhancer:
+        names += list(ENHANCER_FILES)
+    return names
+
+
+def _manual_instructions(names: Sequence[str], dest: Path) -> str:
+    lines = [
+        f"Download these files by hand and put them in {dest} (or point {ENV_CHECKPOINTS} at their folder):"
+    ]
+    lines += [f"  {n}  (~{FILES[n].size_mb} MB)  {FILES[n].url}" for n in names]
+    lines.append("Then run: python -m sadtalker_core check-weights " + str(dest))
+    return "\n".join(lines)
+
+
+def download_weights(
+    dest: str | os.PathLike,
+    names: Sequence[str],
+    progress: Callable[[str, int, int], None] | None = None,
+    timeout: float = 30.0,
+) -> list[Path]:
+    """Download the official files ``names`` into ``dest``; files already valid there are kept.
+
+    Each file is written to ``<name>.part`` and renamed only once complete and valid, so an
+    interrupted or failed download never leaves a file under the official name.
+
+    Args:
+        dest: target folder (created if needed).
+        names: official file names (keys of ``registry.FILES``).
+        progress: optional ``(name, bytes_done, bytes_total)`` callback; total is 0 if unknown.
+        timeout: seconds to wait for the server before giving up.
+
+    Raises:
+        DownloadError: no network or a server error; says which files to fetch by hand and where.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for name in names:
+        have = find_file(name, [dest])
+        if have is not None and not validate_file(have, FILES[name]):
+            log.info("%s already present and valid", name)
+            continue
+        todo.append(name)
+    done: list[Path] = []
+    for i, name in enumerate(todo):
+        target = dest / name
+        part = dest / (name + ".part")
+        try:
+            with (
+                urllib.request.urlopen(FILES[name].url, timeout=timeout) as resp,
+                open(part, "wb") as out,
+            ):
+                total = int(resp.headers.get("Content-Length") or 0)
+                got = 0
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+                    got += len(chunk)
+                    if progress is not None:
+                        progress(name, got, total)
+            reason = validate_file(part, FILES[name])
+            if reason:
+                raise DownloadError(
+                    f"Downloaded {name} is not valid ({reason}).\n"
+                    + _manual_instructions([name], dest)
+                )
+            os.replace(part, target)
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            part.unlink(missing_ok=True)
+            if isinstance(e, DownloadError):
+                raise
+            why = getattr(e, "reason", None) or e
+            raise DownloadError(
+                f"Could not download {name}: {why}.\n" + _manual_instructions(todo[i:], dest)
+            ) from e
+        done.append(target)
+    return done
