@@ -514,3 +514,31 @@ def runnable_sizes(reports: Sequence[FileReport]) -> list[int]:
     if 256 not in sizes and all(n in ok for n in LEGACY_SET):
         sizes.insert(0, 256)
     return sizes
+
+
+def network_file(
+    network: str, dirs: Sequence[Path], size: int = 256, preprocess: str = "crop"
+) -> Path:
+    """The file to load ``network`` from: the combined safetensors of ``size``, else the old split file.
+
+    MappingNet comes from ``mapping_file_for(preprocess)``. The networks that do not depend on the
+    render size (audio, 3DMM) are taken from whichever combined file is present.
+
+    Raises:
+        ModelNotFoundError: no file holding the network was found; names what to download.
+    """
+    if network == "mapping":
+        return require_file(mapping_file_for(preprocess), dirs)
+    size_free = network in ("audio2exp", "audio2pose", "face_3drecon")
+    sizes = [size] + ([s for s in (256, 512) if s != size] if size_free else [])
+    for s in sizes:
+        found = find_file(f"SadTalker_V0.0.2_{s}.safetensors", dirs)
+        if found is not None:
+            return found
+    if size == 256 or size_free:
+        for legacy in LEGACY_SET:
+            if network in FILES[legacy].sections:
+                found = find_file(legacy, dirs)
+                if found is not None:
+                    return found
+    return require_file(f"SadTalker_V0.0.2_{size}.safetensors", dirs)
