@@ -8,16 +8,22 @@ import sys
 from collections.abc import Sequence
 
 from . import registry
+from .errors import SadTalkerError
+
+
+def _say(*parts: object, file=None) -> None:
+    """Terminal output of the CLI (the library itself only logs)."""
+    print(*parts, file=file or sys.stdout)  # noqa: T201
 
 
 def _cmd_check_weights(args: argparse.Namespace) -> int:
     dirs = registry.default_checkpoint_dirs(args.checkpoint_dir)
-    print("Searching for SadTalker checkpoints in:")  # noqa: T201
+    _say("Searching for SadTalker checkpoints in:")
     for d in dirs:
-        print(f"  {d}{'' if d.is_dir() else '  (does not exist)'}")  # noqa: T201
+        _say(f"  {d}{'' if d.is_dir() else '  (does not exist)'}")
     reports = registry.check_weights(dirs)
     width = max(len(r.spec.name) for r in reports)
-    print()  # noqa: T201
+    _say()
     for r in reports:
         line = f"{r.spec.name:<{width}}  {r.status:<8}"
         if r.status == "found":
@@ -26,20 +32,20 @@ def _cmd_check_weights(args: argparse.Namespace) -> int:
             line += f"  {r.path}\n{'':<{width}}  -> {r.reason}\n{'':<{width}}  -> {r.spec.download_hint}"
         else:
             line += f"  ({r.spec.needed_for}: {r.spec.role}; ~{r.spec.size_mb} MB)"
-        print(line)  # noqa: T201
+        _say(line)
     invalid = [r for r in reports if r.status == "invalid"]
     sizes = registry.runnable_sizes(reports)
-    print()  # noqa: T201
+    _say()
     if sizes:
-        print(f"Ready to render at: {', '.join(f'{s} px' for s in sizes)}.")  # noqa: T201
+        _say(f"Ready to render at: {', '.join(f'{s} px' for s in sizes)}.")
     else:
-        print(  # noqa: T201
+        _say(
             "Not ready: SadTalker needs SadTalker_V0.0.2_256.safetensors (or _512) and "
             "mapping_00229-model.pth.tar (mapping_00109-model.pth.tar for full/extfull).\n"
             f"Download them from {registry._RELEASE}/ into {dirs[0]}"
         )
     if invalid:
-        print(f"{len(invalid)} file(s) are invalid: re-download them.")  # noqa: T201
+        _say(f"{len(invalid)} file(s) are invalid: re-download them.")
         return 1
     return 0 if sizes else 2
 
@@ -55,10 +61,10 @@ def _cmd_download_weights(args: argparse.Namespace) -> int:
         paths = download_weights(dest, names, progress=bar.update)
     except DownloadError as e:
         bar.close()
-        print(f"error: {e}", file=sys.stderr)  # noqa: T201
+        _say(f"error: {e}", file=sys.stderr)
         return 3
     bar.close()
-    print(f"{len(paths)} file(s) downloaded; all of {', '.join(names)} are in {dest}.")  # noqa: T201
+    _say(f"{len(paths)} file(s) downloaded; all of {', '.join(names)} are in {dest}.")
     return 0
 
 
@@ -87,6 +93,35 @@ class _TerminalBar:
         self._bar, self._name = None, None
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from .face.extract import ExtractConfig, FaceExtractor
+
+    cfg = ExtractConfig(
+        preprocess=args.preprocess,
+        size=args.size,
+        detector=args.detector,
+        face_index=args.face_index,
+    )
+    face = FaceExtractor(args.checkpoint_dir, _device(args.device)).extract(args.source_image, cfg)
+    out = face.save(args.out)
+    _say(
+        f"{out}: face {face.face_index} ({face.detector}), {face.preprocess} crop at {face.size} px"
+    )
+    return 0
+
+
+def _device(name: str | None) -> str:
+    if name:
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sadtalker_core", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -112,15 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("256", "512", "all"), default="256", help="render model size")
     p.add_argument("--enhancer", action="store_true", help="also fetch GFPGANv1.4.pth")
     p.set_defaults(func=_cmd_download_weights)
+    p = sub.add_parser(
+        "extract",
+        help="detect and crop the face of a picture and compute its 3DMM coefficients (face.npz)",
+    )
+    p.add_argument("--source_image", required=True, help="portrait picture (any common format)")
+    p.add_argument(
+        "--preprocess", default="crop", choices=("crop", "extcrop", "resize", "full", "extfull")
+    )
+    p.add_argument("--size", type=int, default=256, choices=(256, 512), help="render resolution")
+    p.add_argument("--detector", default="auto", help="auto | official | face_alignment | dlib")
+    p.add_argument("--face_index", type=int, default=0, help="which face, 0 = the largest")
+    p.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
+    p.add_argument("--device", help="cpu | cuda | mps (default: the best available)")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.set_defaults(func=_cmd_extract)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s"
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s"
     )
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SadTalkerError as e:
+        _say(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

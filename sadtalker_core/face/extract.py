@@ -1,0 +1,370 @@
+"""3DMM extract stage: portrait in -> face crop, landmarks and 3DMM coefficients out (``Face``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InvalidImageError, NoFaceDetectedError
+from ..image import ImageInput, load_image
+from ..registry import default_checkpoint_dirs, load_network, network_file
+from ..types import PREPROCESS_MODES, Face
+from .align import (
+    CropInfo,
+    align_for_recon,
+    apply_crop,
+    compute_crop_info,
+    load_lm3d_std_68,
+    resize_square,
+)
+from .recon3dmm import aligned_to_tensor, coeff_3dmm_row
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Options of the extract stage (defaults = the official CLI's)."""
+
+    preprocess: str = "crop"  # crop | extcrop | resize | full | extfull (see README)
+    size: int = 256  # render resolution the crop is made for: 256 or 512 px
+    detector: str = "auto"  # face detector backend: auto | official | face_alignment | dlib
+    face_index: int = 0  # which face when several are found, 0 = the largest
+    min_image_side: int = 64  # smaller pictures are refused, px
+    min_face_side: int = 32  # smaller detected faces are refused, px (at full resolution)
+    max_detect_side: int = 1280  # detection runs on a copy at most this large, px
+
+    def __post_init__(self):
+        if self.preprocess not in PREPROCESS_MODES:
+            raise ValueError(
+                f"preprocess must be one of {', '.join(PREPROCESS_MODES)}; got '{self.preprocess}'."
+            )
+        if self.size not in (256, 512):
+            raise ValueError(f"size must be 256 or 512; got {self.size}.")
+        if self.face_index < 0:
+            raise ValueError(f"face_index must be >= 0; got {self.face_index}.")
+
+
+def _template_landmarks(width: int, height: int) -> np.ndarray:
+    """The official fallback when no landmarks exist: the standard template spread over the frame."""
+    lm = (load_lm3d_std_68()[:, :2] + 1.0) / 2.0
+    lm = np.stack([lm[:, 0] * width, lm[:, 1] * height], axis=1)
+    lm[:, 1] = height - 1 - lm[:, 1]  # the template is y up; our landmarks are y down
+    return lm.astype(np.float32)
+
+
+def _frame_from_original(
+    points: np.ndarray, info: CropInfo | None, image_size: tuple[int, int], size: int
+) -> np.ndarray:
+    """Map (N, 2) points of the original picture into the (size, size) crop frame."""
+    w0, h0 = image_size
+    pts = points.astype(np.float64).copy()
+    if info is None:
+        return (pts * np.array([size / w0, size / h0])).astype(np.float32)
+    rw, rh = info.resized_size
+    pts *= np.array([rw / w0, rh / h0])
+    clx, cly, crx, cry = info.crop_box
+    pts -= np.array([clx, cly])
+    cw, ch = crx - clx, cry - cly
+    if not info.extended:
+        lx, ly, rx, ry = info.rect_int
+        pts -= np.array([lx, ly])
+        cw, ch = rx - lx, ry - ly
+    return (pts * np.array([size / cw, size / ch])).astype(np.float32)
+
+
+class FaceExtractor:
+    """Detects, crops and reconstructs faces; loads its networks once and is reusable.
+
+    Args:
+        checkpoint_dirs: folders searched for checkpoints (see ``default_checkpoint_dirs``).
+        device: torch device of the reconstruction net (and the torch detectors).
+    """
+
+    def __init__(
+        self,
+        checkpoint_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        self.dirs = default_checkpoint_dirs(checkpoint_dirs)
+        self.device = torch.device(device)
+        self._recon = None
+
+    @property
+    def recon(self) -> torch.nn.Module:
+        if self._recon is None:
+            path = network_file("face_3drecon", self.dirs)
+            self._recon = load_network("face_3drecon", path, self.device).module
+        return self._recon
+
+    def detector(self, name: str):
+        from .detect import get_detector
+
+        return get_detector(name, self.dirs, self.device)
+
+    # ----------------------------------------------------------------------------------------
+
+    def _landmarks(self, rgb: np.ndarray, cfg: ExtractConfig, what: str) -> tuple[np.ndarray, str]:
+        """68 landmarks (y down, pixels of ``rgb``) of the chosen face, and the detector name."""
+        from .detect import detect_faces
+
+        det = self.detector(cfg.detector)
+        faces = detect_faces(rgb, det, max_side=cfg.max_detect_side)
+        h, w = rgb.shape[:2]
+        if not faces:
+            raise NoFaceDetectedError(
+                f"No face found in {what} ({w}x{h}, detector '{det.name}'). Use a photo with a "
+                "clearly visible, roughly frontal face, or a tighter crop of the face; "
+                "preprocess='resize' animates the whole picture without a face crop."
+            )
+        if cfg.face_index >= len(faces):
+            raise NoFaceDetectedError(
+                f"face_index {cfg.face_index} asked for, but {what} has only {len(faces)} face(s) "
+                f"(0 = the largest). Use a face_index from 0 to {len(faces) - 1}."
+            )
+        face = faces[cfg.face_index]
+        x0, y0, x1, y1 = (float(v) for v in face.box)
+        side = min(x1 - x0, y1 - y0)
+        if side < cfg.min_face_side:
+            raise InvalidImageError(
+                f"The face in {what} is only {side:.0f} px across; at least {cfg.min_face_side} px "
+                "is needed. Use a larger or tighter photo of the face."
+            )
+        if len(faces) > 1:
+            log.info("%d faces found in %s; using face %d", len(faces), what, cfg.face_index)
+        return np.asarray(face.landmarks, dtype=np.float32), det.name
+
+    def _frame_landmarks(
+        self, frame: np.ndarray, fallback: np.ndarray | None, cfg: ExtractConfig
+    ) -> np.ndarray:
+        """Landmarks on the (size, size) frame: detected again as the official code does, else
+        the original detection mapped into the frame, else the official template fallback."""
+        from .detect import detect_faces
+
+        faces = detect_faces(frame, self.detector(cfg.detector), max_side=cfg.max_detect_side)
+        if faces:
+            return np.asarray(faces[0].landmarks, dtype=np.float32)
+        if fallback is not None:
+            log.debug(
+                "no face re-detected on the %dpx crop; using the mapped landmarks", frame.shape[0]
+            )
+            return fallback
+        log.warning(
+            "no face found on the resized picture; using the template landmarks (official fallback)"
+        )
+        return _template_landmarks(frame.shape[1], frame.shape[0])
+
+    @torch.inference_mode()
+    def _reconstruct(self, frames: Sequence[np.ndarray], lms: Sequence[np.ndarray]):
+        """ResNet-50 coefficients of aligned frames: (N, 257), (N, 73), (N, 5) float32 arrays."""
+        aligned, params = [], []
+        for frame, lm in zip(frames, lms):
+            a = align_for_recon(frame, lm)
+            aligned.append(a.image)
+            params.append(a.trans_params)
+        batch = aligned_to_tensor(np.stack(aligned), self.device)
+        full = self.recon(batch)  # (N, 3, 224, 224) -> (N, 257)
+        tp = torch.from_numpy(np.stack(params)).to(self.device)
+        row = coeff_3dmm_row(full, tp)  # (N, 73)
+        return full.float().cpu().numpy(), row.float().cpu().numpy(), np.stack(params)
+
+    def extract(
+        self, image: ImageInput, config: ExtractConfig | None = None, name: str | None = None
+    ) -> Face:
+        """Run the stage on one picture.
+
+        Args:
+            image: path, bytes, PIL image, numpy array or ComfyUI IMAGE tensor (see ``load_image``).
+            config: stage options.
+            name: how to call the picture in messages (defaults to the file name).
+
+        Returns:
+            ``Face`` with the crop at ``config.size`` and its coefficients.
+
+        Raises:
+            InvalidImageError: unreadable, too small, or face too small.
+            NoFaceDetectedError: no face (or not that many faces) found.
+        """
+        cfg = config or ExtractConfig()
+        src = load_image(image, name)
+        w, h = src.size
+        what = f"source image '{src.name}'"
+        if min(w, h) < cfg.min_image_side:
+            raise InvalidImageError(
+                f"The {what} is only {w}x{h} px; SadTalker needs at least {cfg.min_image_side} px on "
+                f"each side and a face at least {cfg.min_face_side} px across. Use a larger photo."
+            )
+        if cfg.preprocess == "resize":
+            info = None
+            crop = src.rgb
+            try:
+                lm_orig, det_name = self._landmarks(src.rgb, cfg, what)
+            except NoFaceDetectedError:
+                if cfg.face_index:
+                    raise
+                lm_orig, det_name = None, "template"
+        else:
+            lm_orig, det_name = self._landmarks(src.rgb, cfg, what)
+            info = compute_crop_info(lm_orig, (w, h), extended=cfg.preprocess.startswith("ext"))
+            crop = apply_crop(src.rgb, info)
+        frame = resize_square(crop, cfg.size)
+        mapped = None if lm_orig is None else _frame_from_original(lm_orig, info, (w, h), cfg.size)
+        lm_frame = self._frame_landmarks(frame, mapped, cfg) if cfg.face_index == 0 else mapped
+        full, row, params = self._reconstruct([frame], [lm_frame])
+        log.info(
+            "extracted face %d of %s (%dx%d) with %s, preprocess %s at %d px",
+            cfg.face_index,
+            src.name,
+            w,
+            h,
+            det_name,
+            cfg.preprocess,
+            cfg.size,
+        )
+        return Face(
+            image=src.rgb,
+            alpha=src.alpha,
+            crop=frame,
+            crop_info=info,
+            landmarks=lm_orig if lm_orig is not None else _template_landmarks(w, h),
+            coeffs=full[0],
+            coeff_3dmm=row[0],
+            trans_params=params[0],
+            preprocess=cfg.preprocess,
+            size=cfg.size,
+            detector=det_name,
+            face_index=cfg.face_index,
+        )
+
+    def extract_video(
+        self,
+        video: str | os.PathLike,
+        config: ExtractConfig | None = None,
+        batch_size: int = 16,
+        max_frames: int | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[np.ndarray, float]:
+        """Per-frame coefficients of a reference video (for ``ref_pose`` / ``ref_eyeblink``).
+
+        The crop is placed from the first frame's face (as the official code does) and landmarks are
+        detected on every frame; a frame without a face reuses the previous frame's landmarks
+        (counted and logged once). Frames are decoded and reconstructed in batches, so memory
+        does not grow with the video length.
+
+        Args:
+            video: path of a video file.
+            config: stage options (``preprocess``, ``detector``, ``face_index``).
+            batch_size: frames per reconstruction batch.
+            max_frames: stop after this many frames (None = all).
+            progress: optional ``(frames_done, frames_total)`` callback (total 0 if unknown).
+
+        Returns:
+            (coeffs (N, 70) float32 [exp, angle, trans] per frame, the video's frame rate).
+        """
+        cfg = config or ExtractConfig()
+        from .detect import detect_faces
+
+        rows: list[np.ndarray] = []
+        info: CropInfo | None = None
+        last_lm: np.ndarray | None = None
+        frames: list[np.ndarray] = []
+        lms: list[np.ndarray] = []
+        missed = 0
+        fps, total = _video_info(video)
+        det = self.detector(cfg.detector)
+
+        def flush():
+            if frames:
+                _, row, _ = self._reconstruct(frames, lms)
+                rows.append(row[:, :70])
+                frames.clear()
+                lms.clear()
+                if progress is not None:
+                    progress(sum(len(r) for r in rows), total)
+
+        for i, rgb in enumerate(_iter_video_frames(video)):
+            if max_frames is not None and i >= max_frames:
+                break
+            h, w = rgb.shape[:2]
+            if i == 0:
+                lm0, _ = self._landmarks(
+                    rgb, cfg, f"first frame of reference video '{Path(video).name}'"
+                )
+                if cfg.preprocess != "resize":
+                    info = compute_crop_info(lm0, (w, h), extended=cfg.preprocess.startswith("ext"))
+            crop = apply_crop(rgb, info) if info is not None else rgb
+            frame = resize_square(crop, cfg.size)
+            found = detect_faces(frame, det, max_side=cfg.max_detect_side)
+            if found:
+                last_lm = np.asarray(found[0].landmarks, dtype=np.float32)
+            elif last_lm is None:
+                last_lm = _template_landmarks(cfg.size, cfg.size)
+                missed += 1
+            else:
+                missed += 1
+            frames.append(frame)
+            lms.append(last_lm)
+            if len(frames) >= batch_size:
+                flush()
+        flush()
+        if not rows:
+            raise InvalidImageError(f"Reference video '{video}' has no decodable frames.")
+        if missed:
+            log.warning(
+                "no face in %d frame(s) of %s; reused the previous landmarks",
+                missed,
+                Path(video).name,
+            )
+        return np.concatenate(rows, axis=0), fps
+
+
+def _video_info(path: str | os.PathLike) -> tuple[float, int]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InvalidImageError(
+                    f"'{path}' has no video stream; give a video file for the reference."
+                )
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or 25
+            return float(rate), int(stream.frames or 0)
+    except (av.error.FFmpegError, OSError) as e:
+        raise InvalidImageError(f"Reference video '{path}' cannot be read ({e}).") from e
+
+
+def _iter_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Decode a video frame by frame as (H, W, 3) uint8 RGB, applying its rotation metadata."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+
+
+_default: dict[tuple, FaceExtractor] = {}
+
+
+def extract_face(
+    image: ImageInput,
+    config: ExtractConfig | None = None,
+    checkpoint_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    device: str | torch.device = "cpu",
+) -> Face:
+    """One-call form of ``FaceExtractor(checkpoint_dirs, device).extract(image, config)``;
+    the extractor (and so its networks) is kept for the next call with the same folders/device."""
+    key = (tuple(map(str, default_checkpoint_dirs(checkpoint_dirs))), str(torch.device(device)))
+    if key not in _default:
+        _default[key] = FaceExtractor(checkpoint_dirs, device)
+    return _default[key].extract(image, config)
