@@ -1,0 +1,170 @@
+"""Streaming MP4 writer: H.264 yuv420p + AAC through PyAV's bundled FFmpeg, atomic on disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SadTalkerError
+
+log = logging.getLogger(__name__)
+
+AAC_FRAME = 1024  # samples per AAC frame
+
+
+class VideoWriter:
+    """Write frames as they are rendered; the file appears under its name only when complete.
+
+    Frames go to ``.<name>.<pid>.partial.mp4`` beside the target and are renamed by
+    :meth:`close`. An exception inside a ``with`` block (or :meth:`abort`) deletes the partial
+    file, so an error or a cancel never leaves a half-written video. The audio track is encoded
+    alongside the frames and ends exactly with the last frame (cut, or padded with silence).
+
+    Args:
+        path: output ``.mp4`` path.
+        fps: frame rate (float or Fraction; 25, 24, 30, 29.97...).
+        audio: optional (N,) float32 mono waveform in [-1, 1].
+        sample_rate: Hz of ``audio``.
+        crf: x264 constant rate factor (0 lossless .. 51 worst; 18 is visually lossless).
+        preset: x264 speed preset.
+
+    Convention:
+        Frames are (H, W, 3) or (B, H, W, 3) uint8 RGB. Odd sizes are padded by repeating the last
+        row/column to the even size yuv420p needs (never resized).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float | Fraction = 25,
+        audio: np.ndarray | None = None,
+        sample_rate: int = 16000,
+        crf: int = 18,
+        preset: str = "medium",
+    ):
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(
+            f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix or '.mp4'}"
+        )
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.crf, self.preset = int(crf), preset
+        self.frames_written = 0
+        self._container = av.open(str(self.tmp), mode="w", format="mp4")
+        self._video = None
+        self._size: tuple[int, int] | None = None
+        self._audio = None
+        self._samples = None
+        self._sample_rate = int(sample_rate)
+        self._audio_pos = 0
+        if audio is not None:
+            samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+            self._samples = np.clip(samples, -1.0, 1.0)
+            self._audio = self._container.add_stream("aac", rate=self._sample_rate)
+            self._audio.layout = "mono"
+        self._closed = False
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _open_video(self, h: int, w: int) -> None:
+        self._size = (h, w)
+        stream = self._container.add_stream("libx264", rate=self.fps)
+        stream.width, stream.height = w + (w % 2), h + (h % 2)
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self._video = stream
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append one (H, W, 3) frame or a (B, H, W, 3) batch of uint8 RGB frames."""
+        import av
+
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise SadTalkerError(
+                f"VideoWriter expects uint8 (B, H, W, 3) frames; got {frames.dtype} {frames.shape}."
+            )
+        if self._video is None:
+            self._open_video(*frames.shape[1:3])
+        if frames.shape[1:3] != self._size:
+            raise SadTalkerError(
+                f"Frame size changed from {self._size} to {frames.shape[1:3]} within one video."
+            )
+        h, w = self._size
+        if h % 2 or w % 2:
+            frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        for f in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            vf.pts = self.frames_written
+            vf.time_base = 1 / self.fps
+            for packet in self._video.encode(vf):
+                self._container.mux(packet)
+            self.frames_written += 1
+        self._feed_audio(final=False)
+
+    def _feed_audio(self, final: bool) -> None:
+        """Encode audio up to the end of the frames written so far (exactly, at close)."""
+        import av
+
+        if self._audio is None:
+            return
+        target = int(round(self.frames_written / self.fps * self._sample_rate))
+        end = target if final else target - target % AAC_FRAME
+        while self._audio_pos < end:
+            n = min(AAC_FRAME, end - self._audio_pos)
+            chunk = self._samples[self._audio_pos : self._audio_pos + n]
+            if len(chunk) < n:  # audio shorter than the video: pad with silence
+                chunk = np.pad(chunk, (0, n - len(chunk)))
+            af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+            af.sample_rate = self._sample_rate
+            af.pts = self._audio_pos
+            af.time_base = Fraction(1, self._sample_rate)
+            for packet in self._audio.encode(af):
+                self._container.mux(packet)
+            self._audio_pos += n
+
+    def close(self) -> Path:
+        """Flush the encoders, finish the file and move it to its final name."""
+        if self._closed:
+            return self.path
+        if self.frames_written == 0:
+            self.abort()
+            raise SadTalkerError(f"No frames were written to {self.path}; nothing to save.")
+        try:
+            self._feed_audio(final=True)
+            for stream in (self._video, self._audio):
+                if stream is not None:
+                    for packet in stream.encode(None):
+                        self._container.mux(packet)
+            self._container.close()
+            self._closed = True
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        log.info("wrote %s: %d frames at %s fps", self.path, self.frames_written, float(self.fps))
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and delete the partial file (safe to call more than once)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._container.close()
+            except Exception as e:  # noqa: BLE001 - a broken encoder must not mask the real error
+                log.debug("closing the aborted container failed: %s", e)
+        self.tmp.unlink(missing_ok=True)
