@@ -23,7 +23,7 @@ def _probe(path):
         if c.streams.audio:
             a = c.streams.audio[0]
             info["acodec"] = a.codec_context.name
-            info["audio_s"] = sum(f.samples for f in c.decode(audio=0)) / a.rate
+            info["audio_s"] = float(a.duration * a.time_base)  # what players show (edit list)
     return info
 
 
