@@ -1,0 +1,43 @@
+"""Face renderer of SadTalker: keypoint detector, MappingNet, keypoint motion, SPADE generator."""
+
+from __future__ import annotations
+
+from .generator import (
+    DenseMotion,
+    DenseMotionConfig,
+    DenseMotionNetwork,
+    GeneratorConfig,
+    GeneratorOutput,
+    OcclusionAwareSPADEGenerator,
+    SPADEDecoderConfig,
+)
+from .keypoint import KPDetector, KPDetectorConfig
+from .mapping import MappingNet, MappingNetConfig
+from .motion import (
+    HeadMotion,
+    coordinate_grid,
+    head_pose_degrees,
+    logits_to_degrees,
+    rotation_matrix,
+    transform_keypoints,
+)
+
+__all__ = [
+    "DenseMotion",
+    "DenseMotionConfig",
+    "DenseMotionNetwork",
+    "GeneratorConfig",
+    "GeneratorOutput",
+    "HeadMotion",
+    "KPDetector",
+    "KPDetectorConfig",
+    "MappingNet",
+    "MappingNetConfig",
+    "OcclusionAwareSPADEGenerator",
+    "SPADEDecoderConfig",
+    "coordinate_grid",
+    "head_pose_degrees",
+    "logits_to_degrees",
+    "rotation_matrix",
+    "transform_keypoints",
+]
