@@ -28,15 +28,6 @@ SAFETENSORS_256 = "SadTalker_V0.0.2_256.safetensors"
 SAFETENSORS_512 = "SadTalker_V0.0.2_512.safetensors"
 
 
-def _block(ckpt: Checkpoint, name: str) -> dict[str, torch.Tensor]:
-    # The generated safetensors store BatchNorm num_batches_tracked as shape [1] (the key tables
-    # say []); torch's own load_state_dict accepts both, load_strict's shape check does not.
-    return {
-        k: v.reshape(()) if k.endswith("num_batches_tracked") and v.numel() == 1 else v
-        for k, v in ckpt.state_dict(name).items()
-    }
-
-
 def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
@@ -69,13 +60,13 @@ def ckpt256(weights_dir) -> Checkpoint:
 
 @pytest.fixture(scope="module")
 def kp_detector(ckpt256) -> KPDetector:
-    return load_strict(KPDetector(), _block(ckpt256, "kp_extractor"), "kp_extractor").eval()
+    return load_strict(KPDetector(), ckpt256.state_dict("kp_extractor"), "kp_extractor").eval()
 
 
 @pytest.fixture(scope="module")
 def generator(ckpt256) -> OcclusionAwareSPADEGenerator:
     module = OcclusionAwareSPADEGenerator()
-    return load_strict(module, _block(ckpt256, "generator"), "generator").eval()
+    return load_strict(module, ckpt256.state_dict("generator"), "generator").eval()
 
 
 def _load_mapping(path) -> MappingNet:
@@ -137,22 +128,22 @@ def test_facevid2vid_sections_match_safetensors_blocks(weights_dir, ckpt256):
         ("kp_detector", "kp_extractor", KPDetector()),
         ("generator", "generator", OcclusionAwareSPADEGenerator()),
     ]:
-        sd_old = _block(old, section)
-        sd_new = _block(ckpt256, prefix)
+        sd_old = old.state_dict(section)
+        sd_new = ckpt256.state_dict(prefix)
         assert sd_old.keys() == sd_new.keys()
         for k in sd_new:
             assert sd_old[k].shape == sd_new[k].shape and sd_old[k].dtype == sd_new[k].dtype, k
         load_strict(module, sd_old, f"{section} in facevid2vid_00189-model.pth.tar")
     # Values differ (the stand-in weights are seeded by the full key), except the fixed buffer.
     torch.testing.assert_close(
-        _block(old, "kp_detector")["down.weight"], _block(ckpt256, "kp_extractor")["down.weight"]
+        old.state_dict("kp_detector")["down.weight"], ckpt256.state_dict("kp_extractor")["down.weight"]
     )
 
 
 def test_512_blocks_load_strictly(weights_dir):
     ckpt = Checkpoint(weights_dir / SAFETENSORS_512)
-    load_strict(KPDetector(), _block(ckpt, "kp_extractor"), "kp_extractor (512)")
-    load_strict(OcclusionAwareSPADEGenerator(), _block(ckpt, "generator"), "generator (512)")
+    load_strict(KPDetector(), ckpt.state_dict("kp_extractor"), "kp_extractor (512)")
+    load_strict(OcclusionAwareSPADEGenerator(), ckpt.state_dict("generator"), "generator (512)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -238,9 +229,9 @@ def test_rendered_frames_golden(golden, render256):
 def test_render512_golden(golden, weights_dir, mappings):
     g = golden("render512")
     ckpt = Checkpoint(weights_dir / SAFETENSORS_512)
-    kp_detector = load_strict(KPDetector(), _block(ckpt, "kp_extractor"), "kp_extractor").eval()
+    kp_detector = load_strict(KPDetector(), ckpt.state_dict("kp_extractor"), "kp_extractor").eval()
     generator = OcclusionAwareSPADEGenerator()
-    generator = load_strict(generator, _block(ckpt, "generator"), "generator").eval()
+    generator = load_strict(generator, ckpt.state_dict("generator"), "generator").eval()
     mapping = mappings["m229"]
     with torch.inference_mode():
         source = _t(g["source_image"])
