@@ -1,0 +1,337 @@
+"""Render stage: Face + Coeffs -> a stream of face frames, batch by batch, memory flat in clip length."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import CancelledError, ShapeError
+from ..registry import default_checkpoint_dirs, load_network, network_file
+from ..types import Coeffs, Face
+from .motion import HeadMotion, transform_keypoints
+
+log = logging.getLogger(__name__)
+
+SEMANTIC_RADIUS = 13  # a coefficient window spans frames f-13 .. f+13 (27 steps)
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Options of the render stage."""
+
+    batch_size: int = 2  # frames per generator call; 1-8 on CPU, more on large GPUs
+    precision: str = (
+        "fp32"  # fp32 (exact) | tf32 (CUDA, faster) | bf16 | fp16 (opt-in, approximate)
+    )
+    channels_last: bool = False  # NHWC memory layout for the generator (faster 2-D convs on CPU)
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'."
+            )
+
+
+@dataclass
+class RenderModels:
+    """The three renderer networks of one render size, loaded once and reused for many clips."""
+
+    kp_extractor: torch.nn.Module
+    generator: torch.nn.Module
+    mapping: torch.nn.Module
+    size: int
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        size: int = 256,
+        preprocess: str = "crop",
+        device: str | torch.device = "cpu",
+    ) -> RenderModels:
+        dirs = default_checkpoint_dirs(checkpoint_dirs)
+        combined = network_file("generator", dirs, size)
+        return cls(
+            kp_extractor=load_network(
+                "kp_extractor", network_file("kp_extractor", dirs, size), device
+            ).module,
+            generator=load_network("generator", combined, device).module,
+            mapping=load_network(
+                "mapping", network_file("mapping", dirs, size, preprocess), device
+            ).module,
+            size=size,
+        )
+
+    @property
+    def coeff_nc(self) -> int:
+        return int(self.mapping.state_dict()["first.0.weight"].shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+
+def camera_sequence(degrees: Sequence[float], num_frames: int) -> np.ndarray:
+    """Per-frame angles (degrees) from a user list, as the official ``--input_yaw`` option does.
+
+    One value holds for the whole clip. Several values are visited in order at a constant angular
+    speed (the total absolute change spread over the clip), then the last value is held.
+
+    Returns:
+        (num_frames,) float32.
+    """
+    values = [float(v) for v in degrees]
+    if not values:
+        raise ValueError("an angle list needs at least one value")
+    if len(values) == 1 or num_frames < 2:
+        return np.full(num_frames, values[0], dtype=np.float32)
+    total = sum(abs(b - a) for a, b in zip(values[:-1], values[1:]))
+    if total == 0:
+        return np.full(num_frames, values[0], dtype=np.float32)
+    per_frame = total / (num_frames - 1)
+    seq: list[float] = []
+    for a, b in zip(values[:-1], values[1:]):
+        if a != b:
+            seq.extend(np.arange(a, b, per_frame if b > a else -per_frame).tolist())
+    seq = seq[:num_frames] or [values[0]]
+    seq += [seq[-1]] * (num_frames - len(seq))
+    return np.asarray(seq, dtype=np.float32)
+
+
+def driving_sequence(face: Face, coeffs: Coeffs, coeff_nc: int) -> np.ndarray:
+    """(T, coeff_nc) rows the MappingNet windows are cut from: the stage's 70 coefficients, plus
+    the source's three crop parameters for the 73-input (full/extfull) MappingNet."""
+    seq = np.asarray(coeffs.coeffs, dtype=np.float32)
+    if seq.ndim != 2 or seq.shape[1] != 70:
+        raise ShapeError(f"coefficients must be (T, 70); got {seq.shape}.")
+    if coeff_nc == 73:
+        crop = np.broadcast_to(face.coeff_3dmm[70:73].astype(np.float32), (seq.shape[0], 3))
+        seq = np.concatenate([seq, crop], axis=1)
+    elif coeff_nc != 70:
+        raise ShapeError(f"MappingNet takes {coeff_nc} coefficients; expected 70 or 73.")
+    return seq
+
+
+def coefficient_windows(seq: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Windows of 27 frames centred on ``frames``, edge-padded (indices clamped to the clip).
+
+    Args:
+        seq: (T, C) coefficient rows.
+        frames: (B,) int64 frame indices.
+
+    Returns:
+        (B, C, 27) windows, coefficient-major as MappingNet expects.
+    """
+    offsets = torch.arange(-SEMANTIC_RADIUS, SEMANTIC_RADIUS + 1, device=seq.device)
+    idx = (frames[:, None] + offsets[None, :]).clamp_(0, seq.shape[0] - 1)  # (B, 27)
+    return seq[idx].transpose(1, 2)  # (B, 27, C) -> (B, C, 27)
+
+
+def source_tensor(face: Face, size: int, device: torch.device) -> torch.Tensor:
+    """The face crop as the renderer's (1, 3, size, size) float32 input in [0, 1]."""
+    crop = torch.from_numpy(np.ascontiguousarray(face.crop)).to(device)
+    img = crop.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # (H, W, 3) -> (1, 3, H, W)
+    if img.shape[-2:] != (size, size):
+        img = F.interpolate(
+            img, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+    return img
+
+
+@contextlib.contextmanager
+def _precision(precision: str, device: torch.device):
+    """Numerics of the generator: exact fp32 (TF32 off on CUDA), TF32, or bf16/fp16 autocast."""
+    if device.type == "cuda":
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        if precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                yield
+        else:
+            yield
+    finally:
+        if device.type == "cuda":
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+class Renderer:
+    """Streams rendered face frames for (Face, Coeffs) pairs; the networks are loaded once."""
+
+    def __init__(self, models: RenderModels):
+        self.models = models
+        self.device = models.device
+
+    def iter_batches(
+        self,
+        face: Face,
+        coeffs: Coeffs,
+        config: RenderConfig | None = None,
+        yaw: Sequence[float] | None = None,
+        pitch: Sequence[float] | None = None,
+        roll: Sequence[float] | None = None,
+        progress: Progress | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the clip as consecutive (B, 3, size, size) float32 batches in [0, 1] on the device.
+
+        Args:
+            face: extract-stage result (its ``size`` must equal the models').
+            coeffs: coefficient-stage result, (T, 70) rows.
+            config: batch size and numerics.
+            yaw, pitch, roll: optional user head angles in degrees (a list visited over the clip,
+                see ``camera_sequence``) replacing the predicted ones.
+            progress: ``(frames_done, frames_total)`` after each batch; it may raise to cancel.
+            should_cancel: checked before each batch; True raises ``CancelledError``.
+        """
+        m = self.models
+        if face.size != m.size:
+            raise ShapeError(
+                f"The face was extracted for {face.size} px but the models render {m.size} px."
+            )
+        rows = driving_sequence(face, coeffs, m.coeff_nc)
+        angles = [
+            None if v is None else camera_sequence(v, rows.shape[0]) for v in (yaw, pitch, roll)
+        ]
+        yield from self.stream(
+            source_tensor(face, m.size, self.device),
+            _source_row(face, m.coeff_nc)[0],
+            rows,
+            config,
+            *angles,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        source_image: torch.Tensor,
+        source_row: np.ndarray,
+        rows: np.ndarray,
+        config: RenderConfig | None = None,
+        yaw_deg: np.ndarray | None = None,
+        pitch_deg: np.ndarray | None = None,
+        roll_deg: np.ndarray | None = None,
+        progress: Progress | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """The renderer proper (``make_animation``), streaming.
+
+        Nothing per frame is kept: each batch is produced, handed over and dropped, so memory does
+        not grow with the clip length. The source is encoded and its keypoints computed once.
+
+        Args:
+            source_image: (1, 3, S, S) float in [0, 1].
+            source_row: (C,) the source's coefficients (C = 70 or 73, the MappingNet width).
+            rows: (T, C) driving coefficients, one row per frame.
+            config: batch size and numerics.
+            yaw_deg, pitch_deg, roll_deg: optional (T,) per-frame angle overrides in degrees.
+            progress, should_cancel: see :meth:`iter_batches`.
+
+        Raises:
+            CancelledError: ``should_cancel`` returned True.
+        """
+        cfg = config or RenderConfig()
+        m = self.models
+        dev = self.device
+        total = rows.shape[0]
+        seq = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(dev)
+        angles = [
+            None if a is None else torch.as_tensor(a, dtype=torch.float32, device=dev)
+            for a in (yaw_deg, pitch_deg, roll_deg)
+        ]
+        source = source_image.to(dev, torch.float32)
+        src_row = torch.as_tensor(np.asarray(source_row, dtype=np.float32), device=dev)
+        src_window = src_row[None, :, None].expand(1, -1, 2 * SEMANTIC_RADIUS + 1)  # (1, C, 27)
+
+        kp_canonical = m.kp_extractor(source)  # (1, 15, 3)
+        kp_source = transform_keypoints(kp_canonical, m.mapping(src_window))
+        generator = m.generator
+        if cfg.channels_last:
+            generator = generator.to(memory_format=torch.channels_last)
+        with _precision(cfg.precision, dev):
+            feature_3d = generator.encode_source(source)  # (1, 32, 16, S/4, S/4), once per clip
+
+        batch = cfg.batch_size
+        start = 0
+        while start < total:
+            if should_cancel is not None and should_cancel():
+                raise CancelledError(f"Rendering cancelled after {start} of {total} frames.")
+            stop = min(start + batch, total)
+            frames = torch.arange(start, stop, device=dev)
+            try:
+                motion: HeadMotion = m.mapping(coefficient_windows(seq, frames))
+                kp_driving = transform_keypoints(
+                    kp_canonical, motion, *(None if a is None else a[start:stop] for a in angles)
+                )
+                with _precision(cfg.precision, dev):
+                    out = generator.animate(feature_3d, kp_source, kp_driving)
+                out = out.float().clamp_(0.0, 1.0)
+            except RuntimeError as e:
+                if not _is_oom(e) or batch == 1:
+                    raise
+                batch = max(1, batch // 2)
+                log.warning("out of memory at batch size %d; retrying with %d", stop - start, batch)
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            yield out
+            start = stop
+            if progress is not None:
+                progress(start, total)
+
+    def iter_frames_uint8(
+        self, face: Face, coeffs: Coeffs, config: RenderConfig | None = None, **kwargs
+    ) -> Iterator[np.ndarray]:
+        """Like :meth:`iter_batches` but as (B, H, W, 3) uint8 RGB numpy batches in the crop's
+        aspect ratio (width ``size``, height ``int(size * h / w)`` of the crop, as the official)."""
+        out_hw = output_size(face)
+        for batch in self.iter_batches(face, coeffs, config, **kwargs):
+            yield to_uint8(resize_frames(batch, out_hw))
+
+
+def _source_row(face: Face, coeff_nc: int) -> np.ndarray:
+    return np.asarray(face.coeff_3dmm[:coeff_nc], dtype=np.float32)[None]
+
+
+def output_size(face: Face) -> tuple[int, int]:
+    """(height, width) of a face-only output frame: the crop's aspect at width ``face.size``."""
+    if face.crop_info is None:
+        w, h = face.image.shape[1], face.image.shape[0]
+    else:
+        w, h = face.crop_info.face_size
+    return int(face.size * h / w), face.size
+
+
+def resize_frames(batch: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, 3, H, W) frames to ``hw`` (antialiased when shrinking)."""
+    if tuple(batch.shape[-2:]) == tuple(hw):
+        return batch
+    shrink = hw[0] < batch.shape[-2] or hw[1] < batch.shape[-1]
+    return F.interpolate(batch, size=hw, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def to_uint8(batch: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float in [0, 1] on any device -> (B, H, W, 3) uint8 numpy (round half to even)."""
+    u8 = batch.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
