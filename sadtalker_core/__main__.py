@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu | cuda | mps (default: the best available)")
     p.add_argument("--out", required=True, help="output .npz")
     p.set_defaults(func=_cmd_extract)
+    from .coeffs_cli import add_cli as add_coeffs_cli
+
+    add_coeffs_cli(sub)
     return parser
 
 

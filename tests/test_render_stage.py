@@ -11,7 +11,6 @@ from sadtalker_core.render.infer import (
     RenderConfig,
     Renderer,
     RenderModels,
-    camera_sequence,
     coefficient_windows,
     to_uint8,
 )
@@ -78,13 +77,3 @@ def test_user_angles_replace_the_predicted_pose(renderer, e2e):
     yaw = np.full(5, 30.0, np.float32)
     turned = torch.cat(list(_stream(renderer, e2e, yaw_deg=yaw))).cpu().numpy()
     assert np.abs(turned - e2e["frames_float"]).mean() > 1e-3
-
-
-def test_camera_sequence_follows_the_official_interpolation():
-    np.testing.assert_allclose(camera_sequence([15], 4), [15, 15, 15, 15])
-    # total change 20 over 10 steps -> 2 degrees per frame; the official stops one step short.
-    np.testing.assert_allclose(camera_sequence([0, 20], 11), [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 18])
-    seq = camera_sequence([0, 10, 0], 21)  # up then down, 1 degree per frame
-    np.testing.assert_allclose(seq[:12], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 9])
-    assert len(seq) == 21
-    np.testing.assert_allclose(camera_sequence([5, 5], 3), [5, 5, 5])  # the official divides by zero

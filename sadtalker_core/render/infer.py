@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..coeffs import camera_degrees
 from ..errors import CancelledError, ShapeError
 from ..registry import default_checkpoint_dirs, load_network, network_file
 from ..types import Coeffs, Face
@@ -81,33 +82,6 @@ class RenderModels:
     @property
     def device(self) -> torch.device:
         return next(self.generator.parameters()).device
-
-
-def camera_sequence(degrees: Sequence[float], num_frames: int) -> np.ndarray:
-    """Per-frame angles (degrees) from a user list, as the official ``--input_yaw`` option does.
-
-    One value holds for the whole clip. Several values are visited in order at a constant angular
-    speed (the total absolute change spread over the clip), then the last value is held.
-
-    Returns:
-        (num_frames,) float32.
-    """
-    values = [float(v) for v in degrees]
-    if not values:
-        raise ValueError("an angle list needs at least one value")
-    if len(values) == 1 or num_frames < 2:
-        return np.full(num_frames, values[0], dtype=np.float32)
-    total = sum(abs(b - a) for a, b in zip(values[:-1], values[1:]))
-    if total == 0:
-        return np.full(num_frames, values[0], dtype=np.float32)
-    per_frame = total / (num_frames - 1)
-    seq: list[float] = []
-    for a, b in zip(values[:-1], values[1:]):
-        if a != b:
-            seq.extend(np.arange(a, b, per_frame if b > a else -per_frame).tolist())
-    seq = seq[:num_frames] or [values[0]]
-    seq += [seq[-1]] * (num_frames - len(seq))
-    return np.asarray(seq, dtype=np.float32)
 
 
 def driving_sequence(face: Face, coeffs: Coeffs, coeff_nc: int) -> np.ndarray:
@@ -186,20 +160,18 @@ class Renderer:
         face: Face,
         coeffs: Coeffs,
         config: RenderConfig | None = None,
-        yaw: Sequence[float] | None = None,
-        pitch: Sequence[float] | None = None,
-        roll: Sequence[float] | None = None,
         progress: Progress | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the clip as consecutive (B, 3, size, size) float32 batches in [0, 1] on the device.
 
+        User head angles requested in the coefficient stage (``input_yaw/pitch/roll``) replace
+        the predicted ones frame by frame (``coeffs.camera_degrees``).
+
         Args:
             face: extract-stage result (its ``size`` must equal the models').
             coeffs: coefficient-stage result, (T, 70) rows.
             config: batch size and numerics.
-            yaw, pitch, roll: optional user head angles in degrees (a list visited over the clip,
-                see ``camera_sequence``) replacing the predicted ones.
             progress: ``(frames_done, frames_total)`` after each batch; it may raise to cancel.
             should_cancel: checked before each batch; True raises ``CancelledError``.
         """
@@ -209,9 +181,8 @@ class Renderer:
                 f"The face was extracted for {face.size} px but the models render {m.size} px."
             )
         rows = driving_sequence(face, coeffs, m.coeff_nc)
-        angles = [
-            None if v is None else camera_sequence(v, rows.shape[0]) for v in (yaw, pitch, roll)
-        ]
+        degrees = camera_degrees(coeffs)
+        angles = [degrees.get(axis) for axis in ("yaw", "pitch", "roll")]
         yield from self.stream(
             source_tensor(face, m.size, self.device),
             _source_row(face, m.coeff_nc)[0],

@@ -1,0 +1,673 @@
+"""Coefficient stage of SadTalker: speech -> per-frame 3DMM motion (ExpNet expression + PoseVAE pose).
+
+The stage turns a source face's reference coefficients and a speech clip into one row of 70
+coefficients per output video frame: expression 0:64 from ExpNet (with a seeded random blink
+schedule), head pose 64:70 from the PoseVAE (seeded latents, Savitzky-Golay smoothed). The
+networks run at 25 fps; other frame rates are produced by resampling the 25 fps sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .audio import DEFAULT_MEL, crop_or_pad, mel_windows, melspectrogram
+from .audio2exp import Audio2ExpNet, predict_expression
+from .audio2pose import Audio2PoseNet, latents_from_seed, predict_pose, smooth_pose
+from .audio_io import (
+    TARGET_RATE,
+    AudioClip,
+    AudioSource,
+    check_min_duration,
+    check_speech,
+    load_audio,
+)
+from .errors import SadTalkerError, ShapeError
+from .types import Coeffs, Face
+
+log = logging.getLogger(__name__)
+
+MODEL_FPS = 25  # frame rate the coefficient networks were trained at
+SILENT_MEL = -4.0  # normalised log-mel value of digital silence (the clipped floor)
+BLINK_SHAPE = (0.5, 0.9, 1.0, 0.9, 0.5)  # eye-closure ratio over the frames of one blink
+BLINK_MIN_GAP = 10  # frames; the gap before each blink is uniform in [min, max)
+BLINK_MAX_GAP = 70  # frames (exclusive upper bound, and at most half the clip)
+BLINK_MIN_CLIP = 20  # clips of at most this many frames get no blinks (official rule)
+NUM_POSE_STYLES = 46  # rows of the PoseVAE class-bias table: pose_style is 0..45
+EXP_DIM = 64  # expression coefficients, columns 0:64 of a row
+POSE_SLICE = slice(64, 70)  # pose columns of a row: angles 64:67 (rad), translation 67:70
+ROW_DIM = 70  # coefficients per frame
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CoeffConfig:
+    """Options of the coefficient stage; defaults reproduce the official CLI defaults.
+
+    Change with ``dataclasses.replace``. Sequences given as lists are stored as tuples.
+    """
+
+    seed: int = 0  # seeds the blink schedule and the PoseVAE latents; official: unseeded
+    pose_style: int = 0  # PoseVAE head-motion style class, 0..45
+    # Scales the predicted expression around the source's own: 1 = as predicted, 0 = the source
+    # expression, >1 exaggerates. The official code multiplies the absolute coefficients (0 =
+    # the 3DMM mean face), which also scales the source's resting expression; equal at 1.
+    expression_scale: float = 1.0  # multiplier on expression motion; 1.0 = as trained
+    head_motion_scale: float = 1.0  # multiplier on head motion around the source pose (new)
+    still: bool = False  # keep the source head pose for every frame (blinks still happen)
+    blink: bool = True  # add the random eye-blink schedule
+    fps: float = 25.0  # output frames per second; the networks run at 25 and are resampled
+    input_yaw: tuple[float, ...] | None = None  # degrees; keypoints the renderer's yaw follows
+    input_pitch: tuple[float, ...] | None = None  # degrees; like input_yaw, for pitch
+    input_roll: tuple[float, ...] | None = None  # degrees; like input_yaw, for roll
+    idle_seconds: float | None = None  # seconds of idle motion (no speech); audio is not used
+    chunk_frames: int = 256  # frames per network pass; memory/speed only
+
+    def __post_init__(self):
+        for name in ("input_yaw", "input_pitch", "input_roll"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, (int, float)):
+                value = (value,)
+            value = tuple(float(v) for v in value)
+            if not value or not all(math.isfinite(v) for v in value):
+                raise ValueError(f"{name} must hold at least one finite angle, got {value}.")
+            object.__setattr__(self, name, value)
+        if not 0 <= int(self.pose_style) < NUM_POSE_STYLES:
+            raise ValueError(
+                f"pose_style must be in 0..{NUM_POSE_STYLES - 1}, got {self.pose_style}."
+            )
+        object.__setattr__(self, "fps", float(self.fps))
+        if self.idle_seconds is not None:
+            object.__setattr__(self, "idle_seconds", float(self.idle_seconds))
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps}.")
+        for name in ("expression_scale", "head_motion_scale"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}.")
+        if self.idle_seconds is not None and not (
+            math.isfinite(self.idle_seconds) and self.idle_seconds * self.fps >= 1.0
+        ):
+            raise ValueError(
+                f"idle_seconds must cover at least one frame ({1 / self.fps:.3f} s at "
+                f"{self.fps:g} fps), got {self.idle_seconds}."
+            )
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}.")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able dict of the fields (tuples become lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+FIELD_HELP: dict[str, str] = {
+    "seed": "random seed of the blink schedule and the head-motion latents (same seed -> same "
+    "coefficients)",
+    "pose_style": "head-motion style class of the PoseVAE, 0..45",
+    "expression_scale": "scale of the predicted expression around the source's own expression "
+    "(1 = as predicted, 0 = no lip motion, >1 exaggerates)",
+    "head_motion_scale": "scale of the predicted head motion around the source pose "
+    "(1 = as predicted, 0 = still)",
+    "still": "keep the source head pose in every frame (blinks and lips still move)",
+    "blink": "add random eye blinks",
+    "fps": "output frame rate; the networks run at 25 fps and other rates are resampled",
+    "input_yaw": "yaw keypoints in degrees the renderer's head yaw follows over the clip "
+    "(one value = fixed)",
+    "input_pitch": "pitch keypoints in degrees, like input_yaw",
+    "input_roll": "roll keypoints in degrees, like input_yaw",
+    "idle_seconds": "make this many seconds of idle head motion and blinks with a closed mouth "
+    "instead of lip-syncing audio",
+    "chunk_frames": "frames per network pass (memory only)",
+}
+
+
+@dataclass(frozen=True)
+class CoeffModels:
+    """The two networks of the stage, loaded and in eval mode on one device.
+
+    Attributes:
+        exp_net: ExpNet (audio -> expression).
+        pose_net: PoseVAE (audio -> head motion).
+    """
+
+    exp_net: Audio2ExpNet
+    pose_net: Audio2PoseNet
+
+    @classmethod
+    def load(
+        cls,
+        dirs: Sequence[Path] | str | os.PathLike | None = None,
+        size: int = 256,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> CoeffModels:
+        """Load both networks from the official files (cached per process by the registry).
+
+        Args:
+            dirs: checkpoint folders (searched in order), or one folder, or None for
+                :func:`~sadtalker_core.registry.default_checkpoint_dirs`.
+            size: preferred combined file (256/512); the audio networks are the same in both.
+            device: torch device to run on.
+            dtype: parameter dtype (float32 unless you know the device needs less).
+
+        Raises:
+            ModelNotFoundError: no file holding the networks was found.
+            UnsupportedCheckpointError: the file is damaged or of another architecture.
+        """
+        from .registry import default_checkpoint_dirs, load_network, network_file
+
+        if dirs is None or isinstance(dirs, (str, os.PathLike)):
+            dirs = default_checkpoint_dirs(dirs)
+        dirs = [Path(d) for d in dirs]
+        exp = load_network("audio2exp", network_file("audio2exp", dirs, size), device, dtype)
+        pose = load_network("audio2pose", network_file("audio2pose", dirs, size), device, dtype)
+        return cls(exp.module, pose.module)  # type: ignore[arg-type]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.exp_net.parameters()).device
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def blink_schedule(num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Random eye-blink ratio per 25 fps frame, following the official schedule.
+
+    Starting at frame 0, repeatedly wait a gap drawn uniformly from
+    ``[min(10, T), min(T // 2, 70))`` frames, then blink for 5 frames (0.5, 0.9, 1, 0.9, 0.5),
+    while the blink still ends before the last frame. Clips of at most 20 frames get no blinks
+    (as do 21-frame clips, whose gap range is empty; the official code fails there).
+
+    Args:
+        num_frames: T, frames at 25 fps.
+        rng: numpy generator owned by the caller (advanced by the draws).
+
+    Returns:
+        (T,) float32 in [0, 1], 0 = eyes open.
+    """
+    ratio = np.zeros(num_frames, np.float32)
+    if num_frames <= BLINK_MIN_CLIP:
+        return ratio
+    lo, hi = min(BLINK_MIN_GAP, num_frames), min(num_frames // 2, BLINK_MAX_GAP)
+    if hi <= lo:
+        return ratio
+    length = len(BLINK_SHAPE)
+    most = num_frames // (lo + length) + 1  # every blink uses at least lo + 5 frames
+    gaps = rng.integers(lo, hi, size=most)
+    starts = np.cumsum(gaps) + length * np.arange(most)  # first frame of each blink
+    starts = starts[starts + length <= num_frames - 1]  # increasing: a prefix is kept
+    idx = starts[:, None] + np.arange(length)  # (K, 5) frame indices
+    ratio[idx.reshape(-1)] = np.tile(np.asarray(BLINK_SHAPE, np.float32), len(starts))
+    return ratio
+
+
+def camera_path(keypoints: Sequence[float], num_frames: int) -> np.ndarray:
+    """Spread angle keypoints over a clip, like the official ``--input_yaw/pitch/roll``.
+
+    One keypoint holds the angle for the whole clip. Several keypoints are joined by straight
+    legs, and each leg gets a share of the frames proportional to the angle it covers (constant
+    angular speed). Unlike the official code, the last frame reaches the last keypoint exactly
+    and repeated keypoints do not fail (a zero-length leg takes no frames).
+
+    Args:
+        keypoints: angles in degrees, in order.
+        num_frames: T.
+
+    Returns:
+        (T,) float32 degrees.
+    """
+    k = np.asarray(keypoints, np.float64).reshape(-1)
+    if k.size == 0:
+        raise ValueError("camera_path needs at least one keypoint.")
+    if num_frames == 1 or k.size == 1:
+        return np.full(num_frames, k[0], np.float32)
+    k = k[np.concatenate([[True], np.diff(k) != 0])]  # drop zero-length legs
+    if k.size == 1:
+        return np.full(num_frames, k[0], np.float32)
+    arc = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(k)))])  # (K,) degrees travelled
+    s = np.linspace(0.0, arc[-1], num_frames)  # (T,) equal angular steps
+    return np.interp(s, arc, k).astype(np.float32)
+
+
+def camera_degrees(coeffs: Coeffs) -> dict[str, np.ndarray]:
+    """Per-frame renderer head-angle overrides requested in ``coeffs.options``.
+
+    The official ``input_yaw/pitch/roll`` options replace the renderer's predicted yaw, pitch
+    and roll (in degrees) frame by frame; the coefficient rows themselves are not changed.
+
+    Returns:
+        dict with a (T,) float32 degree array for each of 'yaw', 'pitch', 'roll' requested;
+        empty when none was.
+    """
+    out = {}
+    for axis in ("yaw", "pitch", "roll"):
+        keys = coeffs.options.get(f"input_{axis}")
+        if keys:
+            out[axis] = camera_path(keys, coeffs.num_frames)
+    return out
+
+
+def resample_coeffs(
+    rows: np.ndarray, src_fps: float, dst_fps: float, num_frames: int
+) -> np.ndarray:
+    """Linear-in-time resampling of a coefficient sequence to another frame rate.
+
+    Output frame j shows time ``j / dst_fps``, i.e. source position ``j * src_fps / dst_fps``,
+    so lip motion stays aligned with the audio; positions past the last source frame hold it.
+
+    Args:
+        rows: (T_src, D) coefficients at ``src_fps``.
+        src_fps: frame rate of ``rows``.
+        dst_fps: wanted frame rate.
+        num_frames: T_dst, output frame count.
+
+    Returns:
+        (T_dst, D) float32.
+    """
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ShapeError(f"resample_coeffs expects a non-empty (T, D) array, got {rows.shape}.")
+    last = rows.shape[0] - 1
+    pos = np.minimum(np.arange(num_frames, dtype=np.float64) * (src_fps / dst_fps), last)
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, last)
+    w = (pos - i0)[:, None]  # (T_dst, 1)
+    out = (1.0 - w) * rows[i0].astype(np.float64) + w * rows[i1].astype(np.float64)
+    return out.astype(np.float32)
+
+
+def tile_rows(rows: np.ndarray, num_frames: int) -> np.ndarray:
+    """Repeat a reference sequence until it covers ``num_frames`` (the official tiling)."""
+    return rows[np.arange(num_frames) % rows.shape[0]]
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def source_row(face: Face | np.ndarray | torch.Tensor | Sequence[float]) -> np.ndarray:
+    """The (70,) reference row ``[exp 64, angle 3, trans 3]`` of a Face or a coefficient row.
+
+    Accepts a :class:`Face`, or a (70,), (73,), (1, 70) or (1, 73) row.
+
+    Raises:
+        ShapeError: anything else.
+    """
+    if isinstance(face, Face):
+        row = face.ref_coeffs
+    else:
+        arr = _as_numpy(face)
+        if arr.ndim == 2 and arr.shape[0] == 1:
+            arr = arr[0]  # (1, 70) -> (70,)
+        if arr.ndim != 1 or arr.shape[0] < ROW_DIM:
+            raise ShapeError(
+                "The source must be a Face or its (70,) / (73,) coefficient row "
+                f"[exp 64, angle 3, trans 3, ...], got shape {arr.shape}."
+            )
+        row = arr[:ROW_DIM]
+    row = np.asarray(row, np.float32)
+    if not np.isfinite(row).all():
+        raise ShapeError("The source coefficient row holds NaN or infinite values.")
+    return row
+
+
+def _reference_rows(rows: Any, what: str, min_dim: int) -> np.ndarray:
+    arr = _as_numpy(rows)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]  # (1, N, D) -> (N, D)
+    if arr.ndim == 1:
+        arr = arr[None]  # one row
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < min_dim:
+        raise ShapeError(
+            f"{what} must be per-frame coefficient rows (N, >= {min_dim}) [exp 64, angle 3, "
+            f"trans 3, ...], got shape {arr.shape}."
+        )
+    arr = np.asarray(arr[:, :ROW_DIM], np.float32)
+    if not np.isfinite(arr).all():
+        raise ShapeError(f"{what} holds NaN or infinite values.")
+    return arr
+
+
+def frame_counts(duration: float, fps: float) -> tuple[int, int]:
+    """Frame counts of a clip: output frames at ``fps`` and the 25 fps frames the networks run.
+
+    Args:
+        duration: seconds of audio (or idle time).
+        fps: output frame rate.
+
+    Returns:
+        ``(T, T25)``: ``T = round(duration * fps)`` (at least 1; halves round up) and the fewest
+        25 fps frames whose times cover every output frame (``T25 = T`` at 25 fps).
+    """
+    t_out = max(1, int(math.floor(duration * fps + 0.5)))
+    if fps == MODEL_FPS:
+        return t_out, t_out
+    # Output frame j sits at 25 fps position j * 25 / fps; interpolation needs the frame after.
+    return t_out, int(math.ceil((t_out - 1) * MODEL_FPS / fps - 1e-9)) + 1
+
+
+def _fit_samples(wav: np.ndarray, n: int) -> np.ndarray:
+    if wav.shape[0] >= n:
+        return wav[:n]
+    return np.pad(wav, (0, n - wav.shape[0]))
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+
+
+def generate_coeffs(
+    face: Face | np.ndarray | torch.Tensor,
+    audio: AudioSource | AudioClip | None,
+    config: CoeffConfig | None = None,
+    *,
+    models: CoeffModels | None = None,
+    dirs: Sequence[Path] | str | os.PathLike | None = None,
+    size: int = 256,
+    device: str | torch.device | None = None,
+    ref_eyeblink: np.ndarray | torch.Tensor | None = None,
+    ref_pose: np.ndarray | torch.Tensor | None = None,
+    blink_ratio: np.ndarray | torch.Tensor | None = None,
+    latents: Sequence[torch.Tensor] | torch.Tensor | None = None,
+    progress: Progress | None = None,
+) -> Coeffs:
+    """Speech (or idle time) -> one row of 70 motion coefficients per output video frame.
+
+    Steps, at 25 fps: mel windows of the audio (one 80x16 window per frame); ExpNet on the
+    windows, the reference expression and the blink schedule; PoseVAE on the windows with one
+    seeded latent per 32-frame chunk, Savitzky-Golay smoothing (window 13, order 2); optional
+    reference-video pose motion; expression / head-motion scaling around the source
+    (``head_motion_scale`` scales the whole pose deviation, reference-video motion included).
+    The result is resampled to ``config.fps`` when that is not 25. ``still`` replaces the pose
+    by the source pose (the PoseVAE is not run) and keeps the blinks.
+
+    Frame count: ``round(duration * fps)``, at least 1; the returned audio is cut or zero-padded
+    to exactly that many frames. (The official code truncates instead of rounding, so at 25 fps
+    it has one frame less when the last partial frame is at least half a frame long.)
+
+    Randomness: the blink schedule comes from ``numpy.random.default_rng(seed)`` and the latents
+    from ``torch.Generator().manual_seed(seed)``, both created here; global RNGs are untouched,
+    so the same seed gives bit-identical coefficients on the same device.
+
+    Args:
+        face: the source :class:`Face`, or its (70,) / (73,) reference coefficient row.
+        audio: speech as :func:`~sadtalker_core.audio_io.load_audio` accepts it (path, ComfyUI
+            AUDIO dict, ``(samples, rate)``, :class:`AudioClip`); None in idle mode.
+        config: stage options (defaults: :class:`CoeffConfig`).
+        models: loaded networks; when None they are loaded from ``dirs`` / ``size`` / ``device``.
+        dirs: checkpoint folders used when ``models`` is None.
+        size: preferred combined checkpoint (256/512) when ``models`` is None.
+        device: device for loading when ``models`` is None (default CPU).
+        ref_eyeblink: (N, >= 64) per-frame coefficient rows of a reference video at 25 fps; its
+            expressions replace the reference expression fed to ExpNet (tiled to the clip) and
+            the random blinks are turned off, so blinks (and expressions) follow the video.
+        ref_pose: (N, >= 70) per-frame rows of a reference video at 25 fps; its pose motion
+            ``rows[t, 64:70] - rows[0, 64:70]`` (tiled) is added to the predicted pose.
+        blink_ratio: test override of the blink schedule, (T25,) in [0, 1].
+        latents: test override of the PoseVAE latents, one (1, 64) per chunk (see
+            :func:`~sadtalker_core.audio2pose.num_latents`).
+        progress: ``(done, total) -> None`` called once per network chunk; it may raise to
+            cancel (the exception propagates).
+
+    Returns:
+        :class:`Coeffs` with (T, 70) float32 rows at ``config.fps``, the 16 kHz audio and the
+        options used.
+
+    Raises:
+        InvalidAudioError: unreadable, silent or too-short audio (see ``audio_io``).
+        ShapeError: malformed face row, reference rows or overrides.
+        ValueError: both audio and ``idle_seconds`` given, or neither.
+    """
+    cfg = config or CoeffConfig()
+    src = source_row(face)
+    src_exp, src_pose = src[:EXP_DIM], src[POSE_SLICE]
+    fps = float(cfg.fps)
+    idle = cfg.idle_seconds is not None
+
+    # ---- audio -> output / model frame counts
+    if idle:
+        if audio is not None:
+            raise ValueError("Give either audio or idle_seconds, not both.")
+        duration, source_name, wav = float(cfg.idle_seconds), "idle", None
+    else:
+        if audio is None:
+            raise ValueError("No audio given: pass speech, or set idle_seconds for idle mode.")
+        clip = audio if isinstance(audio, AudioClip) and audio.sample_rate == TARGET_RATE else None
+        clip = clip or load_audio(audio)
+        check_min_duration(clip, fps)
+        check_speech(clip)
+        duration, source_name, wav = clip.duration, clip.source, clip.waveform
+    t_out, t_model = frame_counts(duration, fps)
+    n_out = int(round(t_out * TARGET_RATE / fps))  # samples of exactly t_out / fps seconds
+    out_audio = np.zeros(n_out, np.float32) if wav is None else _fit_samples(wav, n_out)
+
+    # ---- mel windows at 25 fps
+    if idle:
+        # Digital silence (the clipped floor), what a silent recording gives: the mouth stays
+        # closed. The official idle mode feeds 0 instead, a mid-level value, not silence.
+        windows = np.full((t_model, DEFAULT_MEL.n_mels, DEFAULT_MEL.window), SILENT_MEL, np.float32)
+    else:
+        model_wav = crop_or_pad(out_audio, t_model, MODEL_FPS, TARGET_RATE)
+        windows = mel_windows(melspectrogram(model_wav), t_model)  # (t_model, 80, 16)
+
+    # ---- reference rows, blink ratio
+    blink_rows = (
+        None if ref_eyeblink is None else _reference_rows(ref_eyeblink, "ref_eyeblink", EXP_DIM)
+    )
+    pose_rows = None if ref_pose is None else _reference_rows(ref_pose, "ref_pose", ROW_DIM)
+    if blink_ratio is not None:
+        ratio = _as_numpy(blink_ratio).astype(np.float32).reshape(-1)  # (1, T, 1) -> (T,)
+        if ratio.shape[0] != t_model or not np.isfinite(ratio).all():
+            raise ShapeError(
+                f"blink_ratio must hold one finite value per 25 fps frame ({t_model}), "
+                f"got shape {np.shape(blink_ratio)}."
+            )
+    elif blink_rows is not None or not cfg.blink:
+        ratio = np.zeros(t_model, np.float32)
+    else:
+        ratio = blink_schedule(t_model, np.random.default_rng(cfg.seed))
+    ref_exp = src_exp if blink_rows is None else tile_rows(blink_rows, t_model)[:, :EXP_DIM]
+
+    # ---- networks
+    if models is None:
+        models = CoeffModels.load(dirs, size, device or "cpu")
+    run_pose = not cfg.still
+    total = t_model + (t_model - 1 if run_pose else 0)
+    exp_progress = pose_progress = None
+    if progress is not None:
+        exp_progress = lambda done, _t: progress(done, total)  # noqa: E731
+        pose_progress = lambda done, _n: progress(t_model + done, total)  # noqa: E731
+    windows_t = torch.from_numpy(windows).to(models.device)  # one transfer for both nets
+    del windows
+    exp = predict_expression(
+        models.exp_net, windows_t, ref_exp, ratio, cfg.chunk_frames, exp_progress
+    )
+    exp = exp.float().cpu().numpy()  # (t_model, 64)
+
+    if run_pose:
+        z = latents
+        if z is None:
+            pose_cfg = models.pose_net.config
+            gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
+            z = latents_from_seed(t_model, gen, pose_cfg.latent_dim, pose_cfg.seq_len)
+        raw = predict_pose(
+            models.pose_net,
+            windows_t,
+            src_pose,
+            int(cfg.pose_style),
+            z,
+            cfg.chunk_frames,
+            pose_progress,
+        )
+        pose = np.asarray(smooth_pose(raw.float().cpu().numpy()), np.float32)  # (t_model, 6)
+        if pose_rows is not None:
+            ref = tile_rows(pose_rows[:, POSE_SLICE], t_model)
+            pose = pose + (ref - pose_rows[0, POSE_SLICE])  # relative motion of the video
+        if cfg.head_motion_scale != 1.0:
+            pose = src_pose + np.float32(cfg.head_motion_scale) * (pose - src_pose)
+    else:
+        if pose_rows is not None:
+            log.warning("still mode keeps the source pose: ref_pose is ignored.")
+        pose = np.broadcast_to(src_pose, (t_model, 6))
+    if cfg.expression_scale != 1.0:
+        exp = src_exp + np.float32(cfg.expression_scale) * (exp - src_exp)
+
+    rows = np.concatenate([exp, pose], axis=1).astype(np.float32)  # (t_model, 70)
+    if t_model != t_out or fps != MODEL_FPS:
+        rows = resample_coeffs(rows, MODEL_FPS, fps, t_out)
+    del windows_t
+
+    options = cfg.to_json()
+    options.update(
+        audio=source_name,
+        model_fps=MODEL_FPS,
+        model_frames=t_model,
+        ref_eyeblink=blink_rows is not None,
+        ref_pose=pose_rows is not None and run_pose,
+        overrides=[
+            n for n, v in (("blink_ratio", blink_ratio), ("latents", latents)) if v is not None
+        ],
+    )
+    log.info(
+        "coefficients: %d frames at %g fps (%d at 25 fps) from %s", t_out, fps, t_model, source_name
+    )
+    return Coeffs(rows, fps, out_audio, TARGET_RATE, options)
+
+
+# --------------------------------------------------------------------------------------------
+# Files: source rows, reference rows, official .mat export
+
+
+def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise SadTalkerError(f"{path} is not a readable .npz file ({e}).") from e
+
+
+def _load_mat_rows(path: Path) -> np.ndarray:
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(str(path))
+    except (OSError, ValueError, TypeError) as e:
+        raise SadTalkerError(f"{path} is not a readable .mat file ({e}).") from e
+    if "coeff_3dmm" not in mat:
+        raise SadTalkerError(
+            f"{path} has no 'coeff_3dmm' entry (keys: {sorted(k for k in mat if not k.startswith('__'))}); "
+            "it is not a SadTalker coefficient file."
+        )
+    return np.asarray(mat["coeff_3dmm"], np.float32)
+
+
+def load_coeff_rows(path: str | os.PathLike) -> np.ndarray:
+    """Per-frame coefficient rows of a reference video (for ``ref_eyeblink`` / ``ref_pose``).
+
+    Reads an official ``.mat`` (``coeff_3dmm`` (N, 70/73)), a coefficient-stage ``.npz``
+    (resampled to 25 fps), a face ``.npz`` (its one row), or any ``.npz`` with a 2-D
+    ``coeff_3dmm`` or ``coeffs`` array (taken as 25 fps).
+
+    Returns:
+        (N, >= 70) float32 rows at 25 fps.
+
+    Raises:
+        SadTalkerError: unreadable file or no coefficient rows in it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SadTalkerError(f"Coefficient file not found: {path}.")
+    if path.suffix.lower() == ".mat":
+        rows = _load_mat_rows(path)
+    else:
+        arrays = _load_npz_arrays(path)
+        fmt = str(arrays.get("format", ""))
+        if fmt == "sadtalker-coeffs-v1":
+            c = Coeffs.load(path)
+            n = max(1, int(math.floor(c.duration * MODEL_FPS + 0.5)))
+            rows = resample_coeffs(c.coeffs, c.fps, MODEL_FPS, n)
+        elif fmt == "sadtalker-face-v1":
+            rows = Face.load(path).coeff_3dmm[None]
+        elif "coeff_3dmm" in arrays or "coeffs" in arrays:
+            rows = arrays.get("coeff_3dmm", arrays.get("coeffs"))
+        else:
+            raise SadTalkerError(
+                f"{path} holds no coefficient rows ('coeff_3dmm' or 'coeffs'); keys: "
+                f"{sorted(arrays)}."
+            )
+    rows = np.asarray(rows, np.float32)
+    if rows.ndim == 1:
+        rows = rows[None]
+    if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] < ROW_DIM:
+        raise SadTalkerError(
+            f"{path}: coefficient rows must be (N, >= 70), got shape {rows.shape}."
+        )
+    return rows
+
+
+def load_source(path: str | os.PathLike) -> Face | np.ndarray:
+    """The source for :func:`generate_coeffs` from a face ``.npz`` or an official ``.mat``.
+
+    Returns:
+        the :class:`Face` of a face ``.npz``, else the first (70+,) coefficient row.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npz" and path.is_file():
+        arrays = _load_npz_arrays(path)
+        if str(arrays.get("format", "")) == "sadtalker-face-v1":
+            return Face.load(path)
+    return load_coeff_rows(path)[0]
+
+
+def save_mat(coeffs: Coeffs, path: str | os.PathLike) -> Path:
+    """Write the rows in the official layout: a MATLAB file with ``coeff_3dmm`` (T, 70) float32.
+
+    This is what the official audio-to-coefficient step writes (no other key); the official
+    renderer reads it as 25 fps rows. Written atomically (temp file + rename).
+    """
+    from scipy.io import savemat
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            savemat(f, {"coeff_3dmm": np.asarray(coeffs.coeffs, np.float32)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+__all__ = [
+    "FIELD_HELP",
+    "MODEL_FPS",
+    "CoeffConfig",
+    "CoeffModels",
+    "blink_schedule",
+    "camera_degrees",
+    "camera_path",
+    "frame_counts",
+    "generate_coeffs",
+    "load_coeff_rows",
+    "load_source",
+    "resample_coeffs",
+    "save_mat",
+    "source_row",
+    "tile_rows",
+]

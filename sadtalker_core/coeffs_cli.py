@@ -1,0 +1,163 @@
+"""``python -m sadtalker_core coeffs``: speech + source face -> motion coefficients (.npz / .mat)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .coeffs import FIELD_HELP, CoeffConfig
+
+log = logging.getLogger(__name__)
+
+_DEFAULTS = CoeffConfig()
+
+
+def _auto_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``coeffs`` sub-command to the ``python -m sadtalker_core`` parser."""
+    p = subparsers.add_parser(
+        "coeffs",
+        help="speech + extracted face -> per-frame motion coefficients (.npz, optional .mat)",
+        description="Run ExpNet + PoseVAE on speech (or idle time) for a face extracted by the "
+        "face stage. Exit status: 0 written, 1 invalid input or missing checkpoint.",
+    )
+    p.add_argument(
+        "--face",
+        required=True,
+        type=Path,
+        help="face .npz of the extract stage (or an official first-frame .mat with coeff_3dmm)",
+    )
+    p.add_argument(
+        "--driven_audio",
+        type=Path,
+        help="speech: wav, mp3, flac, ogg, m4a, or a video with an audio track",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output coefficients .npz")
+    p.add_argument("--mat", type=Path, help="also write the official .mat layout (coeff_3dmm)")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help=FIELD_HELP["seed"])
+    p.add_argument(
+        "--pose_style", type=int, default=_DEFAULTS.pose_style, help=FIELD_HELP["pose_style"]
+    )
+    p.add_argument("--still", action="store_true", help=FIELD_HELP["still"])
+    p.add_argument("--fps", type=float, default=_DEFAULTS.fps, help=FIELD_HELP["fps"])
+    p.add_argument(
+        "--expression_scale",
+        type=float,
+        default=_DEFAULTS.expression_scale,
+        help=FIELD_HELP["expression_scale"],
+    )
+    p.add_argument(
+        "--head_motion_scale",
+        type=float,
+        default=_DEFAULTS.head_motion_scale,
+        help=FIELD_HELP["head_motion_scale"],
+    )
+    p.add_argument("--no-blink", dest="blink", action="store_false", help="no eye blinks")
+    for axis in ("yaw", "pitch", "roll"):
+        p.add_argument(
+            f"--input_{axis}",
+            nargs="+",
+            type=float,
+            metavar="DEG",
+            help=FIELD_HELP[f"input_{axis}"],
+        )
+    p.add_argument(
+        "--ref_eyeblink",
+        type=Path,
+        help="coefficient file (.npz/.mat) of a reference video whose eye blinks to copy",
+    )
+    p.add_argument(
+        "--ref_pose",
+        type=Path,
+        help="coefficient file (.npz/.mat) of a reference video whose head motion to add",
+    )
+    p.add_argument("--idle_seconds", type=float, default=None, help=FIELD_HELP["idle_seconds"])
+    p.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
+    p.add_argument(
+        "--size", type=int, choices=(256, 512), default=256, help="which combined file to use"
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cuda, mps, else cpu)")
+    p.set_defaults(func=_cmd_coeffs)
+
+
+class _Bar:
+    """Terminal progress for the stage (tqdm when installed, else nothing)."""
+
+    def __init__(self):
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self._bar = tqdm(total=total, unit="frame", desc="coefficients", leave=False)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _cmd_coeffs(args: argparse.Namespace) -> int:
+    from .coeffs import generate_coeffs, load_coeff_rows, load_source, save_mat
+    from .errors import SadTalkerError
+
+    if (args.driven_audio is None) == (args.idle_seconds is None):
+        print(  # noqa: T201
+            "error: give --driven_audio for lip sync, or --idle_seconds S for idle motion "
+            "(exactly one of them).",
+            file=sys.stderr,
+        )
+        return 1
+    bar = _Bar()
+    try:
+        config = CoeffConfig(
+            seed=args.seed,
+            pose_style=args.pose_style,
+            expression_scale=args.expression_scale,
+            head_motion_scale=args.head_motion_scale,
+            still=args.still,
+            blink=args.blink,
+            fps=args.fps,
+            input_yaw=args.input_yaw,
+            input_pitch=args.input_pitch,
+            input_roll=args.input_roll,
+            idle_seconds=args.idle_seconds,
+        )
+        result = generate_coeffs(
+            load_source(args.face),
+            args.driven_audio,
+            config,
+            dirs=args.checkpoint_dir,
+            size=args.size,
+            device=args.device or _auto_device(),
+            ref_eyeblink=None if args.ref_eyeblink is None else load_coeff_rows(args.ref_eyeblink),
+            ref_pose=None if args.ref_pose is None else load_coeff_rows(args.ref_pose),
+            progress=bar,
+        )
+        out = result.save(args.out)
+        mat = save_mat(result, args.mat) if args.mat is not None else None
+    except (SadTalkerError, ValueError) as e:
+        bar.close()
+        print(f"error: {e}", file=sys.stderr)  # noqa: T201
+        return 1
+    bar.close()
+    print(  # noqa: T201
+        f"{result.num_frames} frames at {result.fps:g} fps ({result.duration:.2f} s) -> {out}"
+        + (f" and {mat}" if mat else "")
+    )
+    return 0
