@@ -8,22 +8,18 @@ import sys
 from collections.abc import Sequence
 
 from . import registry
+from .devices import auto_device, say
 from .errors import SadTalkerError
-
-
-def _say(*parts: object, file=None) -> None:
-    """Terminal output of the CLI (the library itself only logs)."""
-    print(*parts, file=file or sys.stdout)  # noqa: T201
 
 
 def _cmd_check_weights(args: argparse.Namespace) -> int:
     dirs = registry.default_checkpoint_dirs(args.checkpoint_dir)
-    _say("Searching for SadTalker checkpoints in:")
+    say("Searching for SadTalker checkpoints in:")
     for d in dirs:
-        _say(f"  {d}{'' if d.is_dir() else '  (does not exist)'}")
+        say(f"  {d}{'' if d.is_dir() else '  (does not exist)'}")
     reports = registry.check_weights(dirs)
     width = max(len(r.spec.name) for r in reports)
-    _say()
+    say()
     for r in reports:
         line = f"{r.spec.name:<{width}}  {r.status:<8}"
         if r.status == "found":
@@ -32,20 +28,20 @@ def _cmd_check_weights(args: argparse.Namespace) -> int:
             line += f"  {r.path}\n{'':<{width}}  -> {r.reason}\n{'':<{width}}  -> {r.spec.download_hint}"
         else:
             line += f"  ({r.spec.needed_for}: {r.spec.role}; ~{r.spec.size_mb} MB)"
-        _say(line)
+        say(line)
     invalid = [r for r in reports if r.status == "invalid"]
     sizes = registry.runnable_sizes(reports)
-    _say()
+    say()
     if sizes:
-        _say(f"Ready to render at: {', '.join(f'{s} px' for s in sizes)}.")
+        say(f"Ready to render at: {', '.join(f'{s} px' for s in sizes)}.")
     else:
-        _say(
+        say(
             "Not ready: SadTalker needs SadTalker_V0.0.2_256.safetensors (or _512) and "
             "mapping_00229-model.pth.tar (mapping_00109-model.pth.tar for full/extfull).\n"
             f"Download them from {registry._RELEASE}/ into {dirs[0]}"
         )
     if invalid:
-        _say(f"{len(invalid)} file(s) are invalid: re-download them.")
+        say(f"{len(invalid)} file(s) are invalid: re-download them.")
         return 1
     return 0 if sizes else 2
 
@@ -61,10 +57,10 @@ def _cmd_download_weights(args: argparse.Namespace) -> int:
         paths = download_weights(dest, names, progress=bar.update)
     except DownloadError as e:
         bar.close()
-        _say(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}", file=sys.stderr)
         return 3
     bar.close()
-    _say(f"{len(paths)} file(s) downloaded; all of {', '.join(names)} are in {dest}.")
+    say(f"{len(paths)} file(s) downloaded; all of {', '.join(names)} are in {dest}.")
     return 0
 
 
@@ -102,24 +98,14 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         detector=args.detector,
         face_index=args.face_index,
     )
-    face = FaceExtractor(args.checkpoint_dir, _device(args.device)).extract(args.source_image, cfg)
+    face = FaceExtractor(args.checkpoint_dir, auto_device(args.device)).extract(
+        args.source_image, cfg
+    )
     out = face.save(args.out)
-    _say(
+    say(
         f"{out}: face {face.face_index} ({face.detector}), {face.preprocess} crop at {face.size} px"
     )
     return 0
-
-
-def _device(name: str | None) -> str:
-    if name:
-        return name
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,10 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     from .coeffs_cli import add_cli as add_coeffs_cli
 
     add_coeffs_cli(sub)
+    from .pipeline_cli import add_cli as add_generate_cli
+
+    add_generate_cli(sub)
     return parser
 
 
+COMMANDS = ("check-weights", "download-weights", "extract", "coeffs", "generate")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if a not in ("-v", "--verbose")), None)
+    if first is not None and first.startswith("--") and first != "--help":
+        argv.insert(argv.index(first), "generate")  # the official CLI has no sub-command
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s"
@@ -176,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SadTalkerError as e:
-        _say(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}", file=sys.stderr)
         return 1
 
 

@@ -8,21 +8,11 @@ import sys
 from pathlib import Path
 
 from .coeffs import FIELD_HELP, CoeffConfig
+from .devices import auto_device, say
 
 log = logging.getLogger(__name__)
 
 _DEFAULTS = CoeffConfig()
-
-
-def _auto_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -117,7 +107,7 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
     from .errors import SadTalkerError
 
     if (args.driven_audio is None) == (args.idle_seconds is None):
-        print(  # noqa: T201
+        say(
             "error: give --driven_audio for lip sync, or --idle_seconds S for idle motion "
             "(exactly one of them).",
             file=sys.stderr,
@@ -144,7 +134,7 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
             config,
             dirs=args.checkpoint_dir,
             size=args.size,
-            device=args.device or _auto_device(),
+            device=auto_device(args.device),
             ref_eyeblink=None if args.ref_eyeblink is None else load_coeff_rows(args.ref_eyeblink),
             ref_pose=None if args.ref_pose is None else load_coeff_rows(args.ref_pose),
             progress=bar,
@@ -153,10 +143,10 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
         mat = save_mat(result, args.mat) if args.mat is not None else None
     except (SadTalkerError, ValueError) as e:
         bar.close()
-        print(f"error: {e}", file=sys.stderr)  # noqa: T201
+        say(f"error: {e}", file=sys.stderr)
         return 1
     bar.close()
-    print(  # noqa: T201
+    say(
         f"{result.num_frames} frames at {result.fps:g} fps ({result.duration:.2f} s) -> {out}"
         + (f" and {mat}" if mat else "")
     )

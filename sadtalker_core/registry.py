@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .errors import ModelNotFoundError, UnsupportedCheckpointError
-from .weights import Checkpoint, StateDict, compare_state_dict, load_strict
+from .weights import Checkpoint, StateDict, canonicalize, compare_state_dict, load_strict
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ FILES: dict[str, CheckpointFile] = {
             185,
             "https://github.com/xinntao/facexlib/releases/download/v0.1.0/alignment_WFLW_4HG.pth",
             needed_for="detector",
-            required_keys=("conv1.weight",),
+            required_keys=("conv1.conv.weight", "l3.weight"),
         ),
     )
 }
@@ -470,12 +470,10 @@ def validate_file(path: Path, spec: CheckpointFile) -> str:
         for entry in spec.required_entries:
             ckpt.section(entry)
         if spec.required_keys:
-            keys = set(ckpt.keys())
             if ckpt.format == "torch":
-                for wrapper in ("params_ema", "params", "state_dict"):
-                    if wrapper in keys:
-                        keys = set(ckpt.section(wrapper).keys())
-                        break
+                keys = set(canonicalize(ckpt.sections()))  # unwraps params_ema/state_dict, module.
+            else:
+                keys = set(ckpt.keys())
             missing = [k for k in spec.required_keys if k not in keys]
             if missing:
                 return f"not a {spec.role} file: missing {', '.join(missing)}"

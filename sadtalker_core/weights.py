@@ -98,6 +98,10 @@ class Checkpoint:
         """Tensor keys (safetensors) or top-level section names (torch files)."""
         return list(self._keys)
 
+    def sections(self) -> Mapping[str, object]:
+        """All top-level entries of a torch file (empty for safetensors)."""
+        return self._sections or {}
+
     def section(self, name: str) -> object:
         """A top-level entry of a torch file (``'mapping'``, ``'epoch'``...)."""
         if self._sections is None:

@@ -296,3 +296,20 @@ def test_check_weights_accepts_the_old_split_set(weights_dir, tmp_path, capsys):
     )
     assert cli_main(["check-weights", str(folder)]) == 0
     assert "Ready to render at: 256 px" in capsys.readouterr().out
+
+
+def test_detector_files_are_recognised_through_their_wrappers(tmp_path):
+    # facexlib's files: RetinaFace saved from DataParallel ('module.'), AWing under 'state_dict'.
+    torch.save(
+        {"module.body.conv1.weight": torch.zeros(2)}, tmp_path / "detection_Resnet50_Final.pth"
+    )
+    torch.save(
+        {"state_dict": {"conv1.conv.weight": torch.zeros(2), "l3.weight": torch.zeros(1)}},
+        tmp_path / "alignment_WFLW_4HG.pth",
+    )
+    torch.save({"params_ema": {"conv1.weight": torch.zeros(1)}}, tmp_path / "GFPGANv1.4.pth")
+    status = {r.spec.name: (r.status, r.reason) for r in registry.check_weights([tmp_path])}
+    assert status["detection_Resnet50_Final.pth"] == ("found", "")
+    assert status["alignment_WFLW_4HG.pth"] == ("found", "")
+    assert status["GFPGANv1.4.pth"][0] == "invalid"
+    assert "missing toRGB.0.weight" in status["GFPGANv1.4.pth"][1]

@@ -51,7 +51,9 @@ def test_grayscale_palette_and_16bit(tmp_path):
     assert g.rgb.shape == (8, 8, 3)
     np.testing.assert_array_equal(g.rgb[..., 1], gray)
 
-    Image.fromarray(_gradient()).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
+    Image.fromarray(_gradient()).convert("P", palette=Image.Palette.ADAPTIVE).save(
+        tmp_path / "p.png"
+    )
     assert load_image(tmp_path / "p.png").rgb.shape == (40, 60, 3)
 
     sixteen = (np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)

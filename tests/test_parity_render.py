@@ -136,7 +136,8 @@ def test_facevid2vid_sections_match_safetensors_blocks(weights_dir, ckpt256):
         load_strict(module, sd_old, f"{section} in facevid2vid_00189-model.pth.tar")
     # Values differ (the stand-in weights are seeded by the full key), except the fixed buffer.
     torch.testing.assert_close(
-        old.state_dict("kp_detector")["down.weight"], ckpt256.state_dict("kp_extractor")["down.weight"]
+        old.state_dict("kp_detector")["down.weight"],
+        ckpt256.state_dict("kp_extractor")["down.weight"],
     )
 
 

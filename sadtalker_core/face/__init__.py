@@ -18,6 +18,18 @@ from .align import (
     load_lm3d_std_68,
     resize_square,
 )
+from .detect import (
+    DETECTORS,
+    DetectedFace,
+    DlibDetector,
+    FaceAlignmentDetector,
+    FaceDetector,
+    OfficialDetector,
+    available_detectors,
+    clear_detector_cache,
+    detect_faces,
+    get_detector,
+)
 from .recon3dmm import (
     ReconCoeffs,
     ReconNet,
@@ -27,6 +39,16 @@ from .recon3dmm import (
 )
 
 __all__ = [
+    "DETECTORS",
+    "DetectedFace",
+    "DlibDetector",
+    "FaceAlignmentDetector",
+    "FaceDetector",
+    "OfficialDetector",
+    "available_detectors",
+    "clear_detector_cache",
+    "detect_faces",
+    "get_detector",
     "CropConfig",
     "CropInfo",
     "ReconAlignConfig",

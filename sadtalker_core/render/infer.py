@@ -21,7 +21,7 @@ from .motion import HeadMotion, transform_keypoints
 log = logging.getLogger(__name__)
 
 SEMANTIC_RADIUS = 13  # a coefficient window spans frames f-13 .. f+13 (27 steps)
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 
 Progress = Callable[[int, int], None]
 
@@ -127,6 +127,8 @@ def source_tensor(face: Face, size: int, device: torch.device) -> torch.Tensor:
 @contextlib.contextmanager
 def _precision(precision: str, device: torch.device):
     """Numerics of the generator: exact fp32 (TF32 off on CUDA), TF32, or bf16/fp16 autocast."""
+    if precision == "auto":
+        precision = "tf32" if device.type == "cuda" else "fp32"
     if device.type == "cuda":
         saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
         tf32 = precision == "tf32"

@@ -1,0 +1,143 @@
+"""End to end: photo + speech -> talking-head MP4 (extract -> coefficients -> render -> paste -> encode)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .coeffs import CoeffConfig, CoeffModels, generate_coeffs
+from .devices import auto_device
+from .face.extract import ExtractConfig, FaceExtractor
+from .image import ImageInput
+from .pasteback import PasteBack
+from .registry import default_checkpoint_dirs
+from .render.infer import RenderConfig, Renderer, RenderModels, output_size, resize_frames, to_uint8
+from .types import Coeffs, Face
+from .video import VideoWriter
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Options of a whole run, one frozen config per stage."""
+
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    coeffs: CoeffConfig = field(default_factory=CoeffConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    blend: str = "feather"  # paste-back for full/extfull: feather (fast) | poisson (official)
+    crf: int = 18  # H.264 quality: 0 lossless .. 51 worst; 18 is visually lossless
+
+
+class SadTalkerPipeline:
+    """Loads every network once and renders many clips with them.
+
+    Args:
+        checkpoint_dirs: folders searched for checkpoints (see ``default_checkpoint_dirs``).
+        device: torch device; default: the best available.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        device: str | torch.device | None = None,
+    ):
+        self.dirs = default_checkpoint_dirs(checkpoint_dirs)
+        self.device = auto_device(device)
+        self.extractor = FaceExtractor(self.dirs, self.device)
+        self._coeff_models: CoeffModels | None = None
+        self._renderers: dict[tuple[int, bool], Renderer] = {}
+
+    def coeff_models(self, size: int) -> CoeffModels:
+        if self._coeff_models is None:
+            self._coeff_models = CoeffModels.load(self.dirs, size, self.device)
+        return self._coeff_models
+
+    def renderer(self, size: int, preprocess: str) -> Renderer:
+        key = (size, "full" in preprocess)
+        if key not in self._renderers:
+            self._renderers[key] = Renderer(
+                RenderModels.load(self.dirs, size, preprocess, self.device)
+            )
+        return self._renderers[key]
+
+    def extract(self, image: ImageInput, config: PipelineConfig) -> Face:
+        return self.extractor.extract(image, config.extract)
+
+    def coefficients(self, face: Face, audio, config: PipelineConfig, **refs) -> Coeffs:
+        return generate_coeffs(
+            face, audio, config.coeffs, models=self.coeff_models(face.size), **refs
+        )
+
+    def render_to_file(
+        self,
+        face: Face,
+        coeffs: Coeffs,
+        out_path: str | os.PathLike,
+        config: PipelineConfig | None = None,
+        progress: Progress | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Path:
+        """Render, paste back (full modes) and encode as frames are produced; returns the MP4 path.
+
+        The file is written under a temporary name and renamed when complete: an error or a
+        cancel leaves no output file.
+        """
+        cfg = config or PipelineConfig()
+        renderer = self.renderer(face.size, face.preprocess)
+        paste = PasteBack(face, self.device, cfg.blend) if "full" in face.preprocess else None
+        out_hw = output_size(face)
+
+        def frames_done(done: int, total: int) -> None:
+            if progress is not None:
+                progress("render", done, total)
+
+        batches = renderer.iter_batches(
+            face, coeffs, cfg.render, progress=frames_done, should_cancel=should_cancel
+        )
+        with VideoWriter(
+            out_path,
+            fps=coeffs.fps,
+            audio=coeffs.audio,
+            sample_rate=coeffs.sample_rate,
+            crf=cfg.crf,
+        ) as writer:
+            for batch in batches:
+                frames = (
+                    paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
+                )
+                writer.write(frames)
+        return writer.path
+
+    def run(
+        self,
+        source_image: ImageInput,
+        driven_audio,
+        out_path: str | os.PathLike,
+        config: PipelineConfig | None = None,
+        ref_eyeblink: np.ndarray | None = None,
+        ref_pose: np.ndarray | None = None,
+        progress: Progress | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Path:
+        """One clip end to end. ``driven_audio`` is anything ``load_audio`` accepts, or None with
+        ``config.coeffs.idle_seconds`` set; ``ref_eyeblink``/``ref_pose`` are per-frame coefficient
+        rows of reference videos (``FaceExtractor.extract_video``)."""
+        cfg = config or PipelineConfig()
+        face = self.extract(source_image, cfg)
+        if progress is not None:
+            progress("extract", 1, 1)
+        coeffs = self.coefficients(
+            face, driven_audio, cfg, ref_eyeblink=ref_eyeblink, ref_pose=ref_pose
+        )
+        if progress is not None:
+            progress("coefficients", 1, 1)
+        return self.render_to_file(face, coeffs, out_path, cfg, progress, should_cancel)

@@ -1,0 +1,268 @@
+"""``python -m sadtalker_core [generate] --source_image IMG --driven_audio AUDIO``: the official CLI's flags."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .coeffs import FIELD_HELP, CoeffConfig, load_coeff_rows
+from .devices import say
+from .errors import SadTalkerError
+from .face.extract import ExtractConfig
+from .render.infer import PRECISIONS, RenderConfig
+from .types import PREPROCESS_MODES
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+AUDIO_SUFFIXES = {
+    ".wav",
+    ".mp3",
+    ".flac",
+    ".ogg",
+    ".m4a",
+    ".aac",
+    ".opus",
+    ".mp4",
+    ".mov",
+    ".mkv",
+    ".webm",
+}
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``generate`` sub-command (also the default when the first argument is a flag)."""
+    p = subparsers.add_parser(
+        "generate",
+        help="photo + speech -> talking-head MP4 (the default command)",
+        description="Render a talking head. Flags follow the official SadTalker CLI. Exit status: "
+        "0 written, 1 bad input or missing checkpoint, 130 interrupted.",
+    )
+    src = p.add_argument_group("inputs")
+    src.add_argument("--source_image", type=Path, help="portrait picture")
+    src.add_argument(
+        "--driven_audio", type=Path, help="speech (wav, mp3, flac, ogg, m4a, or a video's audio)"
+    )
+    src.add_argument(
+        "--batch",
+        type=Path,
+        help="folder of same-named image/audio pairs, or a CSV: image,audio[,output]",
+    )
+    src.add_argument(
+        "--ref_eyeblink", type=Path, help="video (or coefficient .npz/.mat) whose blinks to copy"
+    )
+    src.add_argument(
+        "--ref_pose", type=Path, help="video (or coefficient .npz/.mat) whose head motion to copy"
+    )
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--result_dir", type=Path, default=Path("results"), help="folder for the videos"
+    )
+    out.add_argument("--out", type=Path, help="exact output path (single clip)")
+    out.add_argument("--crf", type=int, default=18, help="H.264 quality (0 lossless .. 51 worst)")
+    opt = p.add_argument_group("face")
+    opt.add_argument("--size", type=int, default=256, choices=(256, 512), help="render resolution")
+    opt.add_argument(
+        "--preprocess", default="crop", choices=PREPROCESS_MODES, help="how the face is cropped"
+    )
+    opt.add_argument("--detector", default="auto", help="auto | official | face_alignment | dlib")
+    opt.add_argument("--face_index", type=int, default=0, help="which face, 0 = the largest")
+    opt.add_argument(
+        "--blend",
+        default="feather",
+        choices=("feather", "poisson"),
+        help="paste-back for full modes",
+    )
+    mot = p.add_argument_group("motion")
+    d = CoeffConfig()
+    mot.add_argument("--still", action="store_true", help=FIELD_HELP["still"])
+    mot.add_argument("--pose_style", type=int, default=d.pose_style, help=FIELD_HELP["pose_style"])
+    mot.add_argument(
+        "--expression_scale",
+        type=float,
+        default=d.expression_scale,
+        help=FIELD_HELP["expression_scale"],
+    )
+    mot.add_argument(
+        "--head_motion_scale",
+        type=float,
+        default=d.head_motion_scale,
+        help=FIELD_HELP["head_motion_scale"],
+    )
+    mot.add_argument("--no_blink", action="store_true", help="no random eye blinks")
+    mot.add_argument("--seed", type=int, default=d.seed, help=FIELD_HELP["seed"])
+    mot.add_argument("--fps", type=float, default=d.fps, help=FIELD_HELP["fps"])
+    mot.add_argument(
+        "--idle_seconds", type=float, help="no speech: this many seconds of idle motion"
+    )
+    for axis in ("yaw", "pitch", "roll"):
+        mot.add_argument(
+            f"--input_{axis}",
+            type=float,
+            nargs="+",
+            help=f"{axis} angles in degrees visited over the clip",
+        )
+    run = p.add_argument_group("runtime")
+    run.add_argument("--batch_size", type=int, default=2, help="frames per generator call")
+    run.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 exact; others faster, approximate",
+    )
+    run.add_argument("--device", help="cpu | cuda | cuda:N | mps (default: the best available)")
+    run.add_argument("--cpu", action="store_true", help="same as --device cpu")
+    run.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
+    run.add_argument(
+        "--enhancer", choices=("gfpgan", "RestoreFormer"), help="face enhancer (not available yet)"
+    )
+    run.add_argument(
+        "--background_enhancer",
+        choices=("realesrgan",),
+        help="background enhancer (not available yet)",
+    )
+    p.set_defaults(func=run_cli)
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path | None, Path]]:
+    """(image, audio, output) triples of the run."""
+    if args.batch is not None:
+        if args.batch.is_dir():
+            files = sorted(p for p in args.batch.iterdir() if p.is_file())
+            audio = {p.stem: p for p in files if p.suffix.lower() in AUDIO_SUFFIXES}
+            jobs = [
+                (img, audio[img.stem], args.result_dir / f"{img.stem}.mp4")
+                for img in files
+                if img.suffix.lower() in IMAGE_SUFFIXES and img.stem in audio
+            ]
+        else:
+            jobs = []
+            with open(args.batch, newline="") as f:
+                for row in csv.reader(f):
+                    if (
+                        not row
+                        or row[0].strip().lower() in ("image", "source_image")
+                        or row[0].startswith("#")
+                    ):
+                        continue
+                    img, aud = (
+                        args.batch.parent / row[0].strip(),
+                        args.batch.parent / row[1].strip(),
+                    )
+                    out = Path(row[2].strip()) if len(row) > 2 and row[2].strip() else None
+                    jobs.append((img, aud, out or args.result_dir / f"{img.stem}__{aud.stem}.mp4"))
+        if not jobs:
+            raise SadTalkerError(f"No (image, audio) pairs found in {args.batch}.")
+        return jobs
+    if args.source_image is None or (args.driven_audio is None and args.idle_seconds is None):
+        raise SadTalkerError(
+            "Give --source_image and --driven_audio (or --idle_seconds), or --batch."
+        )
+    name = (
+        f"{args.source_image.stem}__{args.driven_audio.stem if args.driven_audio else 'idle'}.mp4"
+    )
+    return [(args.source_image, args.driven_audio, args.out or args.result_dir / name)]
+
+
+def _reference(path: Path | None, pipe, extract: ExtractConfig):
+    if path is None:
+        return None
+    if path.suffix.lower() in (".npz", ".mat"):
+        return load_coeff_rows(path)
+    rows, fps = pipe.extractor.extract_video(path, replace(extract, face_index=0))
+    if abs(fps - 25) > 0.5:
+        log.warning(
+            "reference video %s runs at %.2f fps; its motion is used frame by frame", path.name, fps
+        )
+    return rows
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from .pipeline import PipelineConfig, SadTalkerPipeline
+
+    if args.enhancer or args.background_enhancer:
+        raise SadTalkerError(
+            "The face/background enhancer stage is not available yet; run without --enhancer."
+        )
+    jobs = _jobs(args)
+    cfg = PipelineConfig(
+        extract=ExtractConfig(
+            preprocess=args.preprocess,
+            size=args.size,
+            detector=args.detector,
+            face_index=args.face_index,
+        ),
+        coeffs=CoeffConfig(
+            seed=args.seed,
+            pose_style=args.pose_style,
+            expression_scale=args.expression_scale,
+            head_motion_scale=args.head_motion_scale,
+            still=args.still,
+            blink=not args.no_blink,
+            fps=args.fps,
+            input_yaw=tuple(args.input_yaw) if args.input_yaw else None,
+            input_pitch=tuple(args.input_pitch) if args.input_pitch else None,
+            input_roll=tuple(args.input_roll) if args.input_roll else None,
+            idle_seconds=args.idle_seconds,
+        ),
+        render=RenderConfig(batch_size=args.batch_size, precision=args.precision),
+        blend=args.blend,
+        crf=args.crf,
+    )
+    pipe = SadTalkerPipeline(args.checkpoint_dir, "cpu" if args.cpu else args.device)
+    ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)
+    ref_pose = _reference(args.ref_pose, pipe, cfg.extract)
+    bar = _Bar()
+    failed = 0
+    try:
+        for i, (image, audio, out) in enumerate(jobs, 1):
+            bar.title = f"[{i}/{len(jobs)}] {image.name}"
+            try:
+                path = pipe.run(
+                    image, audio, out, cfg, ref_eyeblink=ref_blink, ref_pose=ref_pose, progress=bar
+                )
+            except SadTalkerError as e:
+                if len(jobs) == 1:
+                    raise
+                failed += 1
+                bar.close()
+                say(
+                    f"error: {image.name} + {audio.name if audio else 'idle'}: {e}", file=sys.stderr
+                )
+                continue
+            bar.close()
+            say(path)
+    except KeyboardInterrupt:
+        bar.close()
+        say("interrupted: no partial video was kept", file=sys.stderr)
+        return 130
+    return 1 if failed else 0
+
+
+class _Bar:
+    """tqdm progress per stage on the terminal."""
+
+    def __init__(self):
+        self.title = ""
+        self._bar = None
+        self._stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != "render":
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total, unit="frame", desc=self.title or "render", file=sys.stderr
+            )
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = None
