@@ -110,9 +110,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--batch_size", type=int, default=2, help="frames per generator call")
     run.add_argument(
         "--precision",
-        default="fp32",
+        default="auto",
         choices=PRECISIONS,
-        help="fp32 exact; others faster, approximate",
+        help="auto: tf32 on CUDA, fp32 elsewhere; bf16/fp16 faster but approximate",
     )
     run.add_argument("--device", help="cpu | cuda | cuda:N | mps (default: the best available)")
     run.add_argument("--cpu", action="store_true", help="same as --device cpu")
