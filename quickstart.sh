@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fresh machine, one command: install into .venv, fetch the official weights, verify them.
+# Fresh machine, one command: install into .venv, fetch the official weights, verify them and
+# render the bundled example to results/portrait__speech.mp4.
 # Offline it stops at the download step with the list of files to fetch by hand and where to put them.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,3 +25,5 @@ PYEOF
 CKPT=${SADTALKER_CHECKPOINTS:-checkpoints}
 .venv/bin/python -m sadtalker_core download-weights "$CKPT" --size "${SADTALKER_SIZE:-256}"
 .venv/bin/python -m sadtalker_core check-weights "$CKPT"
+.venv/bin/python -m sadtalker_core --source_image examples/portrait.png --driven_audio examples/speech.wav \
+    --checkpoint_dir "$CKPT" --result_dir results

@@ -29,6 +29,15 @@ def _cmd_check_weights(args: argparse.Namespace) -> int:
         else:
             line += f"  ({r.spec.needed_for}: {r.spec.role}; ~{r.spec.size_mb} MB)"
         say(line)
+    from .face.detect import available_detectors
+
+    detectors = available_detectors(dirs)
+    hint = (
+        ""
+        if "official" in detectors
+        else " (official: needs detection_Resnet50_Final.pth + alignment_WFLW_4HG.pth)"
+    )
+    say(f"\nFace detectors available: {', '.join(detectors) or 'none'}{hint}")
     invalid = [r for r in reports if r.status == "invalid"]
     sizes = registry.runnable_sizes(reports)
     say()

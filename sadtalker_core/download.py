@@ -14,17 +14,15 @@ from .registry import ENV_CHECKPOINTS, FILES, find_file, validate_file
 
 log = logging.getLogger(__name__)
 
+_SHARED = (
+    "mapping_00229-model.pth.tar",
+    "mapping_00109-model.pth.tar",
+    "detection_Resnet50_Final.pth",  # the official face detector and landmark net
+    "alignment_WFLW_4HG.pth",
+)
 CORE_FILES = {
-    256: (
-        "SadTalker_V0.0.2_256.safetensors",
-        "mapping_00229-model.pth.tar",
-        "mapping_00109-model.pth.tar",
-    ),
-    512: (
-        "SadTalker_V0.0.2_512.safetensors",
-        "mapping_00229-model.pth.tar",
-        "mapping_00109-model.pth.tar",
-    ),
+    256: ("SadTalker_V0.0.2_256.safetensors", *_SHARED),
+    512: ("SadTalker_V0.0.2_512.safetensors", *_SHARED),
 }
 ENHANCER_FILES = ("GFPGANv1.4.pth",)
 

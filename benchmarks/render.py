@@ -1,0 +1,327 @@
+"""Render-stage speed and memory: frames/s for render, paste-back and encode; peak RSS vs clip length.
+
+usage:
+  python benchmarks/render.py [--device cuda] [--sizes 256 512] [--batch-sizes 1 2 4 8]
+                              [--frames N] [--precisions fp32 tf32 fp16 bf16]
+                              [--rss-seconds 5 60] [--e2e-seconds 10]
+                              [--reference PATH_TO_OFFICIAL_SADTALKER_CHECKOUT]
+
+Prints figures, never asserts. With --reference, the official renderer (its own modules and
+make_animation, imported from the checkout, never copied here) runs on the same generated
+weights, inputs and machine, and our speed is printed as a ratio of theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sadtalker_core import registry
+from sadtalker_core.pasteback import PasteBack
+from sadtalker_core.render.infer import (
+    RenderConfig,
+    Renderer,
+    RenderModels,
+    resize_frames,
+    to_uint8,
+)
+from sadtalker_core.types import Coeffs, Face
+from sadtalker_core.video import VideoWriter
+
+FIXTURES = Path(os.environ.get("SADTALKER_SHARED", REPO.parent / "shared")) / "fixtures"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _weights(explicit: str | None) -> Path:
+    dirs = registry.default_checkpoint_dirs(explicit)
+    found = registry.find_file("SadTalker_V0.0.2_256.safetensors", dirs)
+    if found is not None and registry.find_file("mapping_00229-model.pth.tar", dirs):
+        return found.parent
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import generate_official_weights
+
+    return generate_official_weights(Path.home() / ".cache" / "sadtalker_core" / "test-weights")
+
+
+def synthetic_face(
+    size: int, preprocess: str = "crop", image_hw: tuple[int, int] = (768, 640)
+) -> Face:
+    """A Face with a textured crop and plausible coefficients (no detector needed for speed runs)."""
+    from sadtalker_core.face.align import compute_crop_info, load_lm3d_std_68
+
+    rng = np.random.default_rng(0)
+    h, w = image_hw
+    image = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    lm = (
+        load_lm3d_std_68()[:, :2] * np.array([1, -1]) * 0.25 * min(h, w) + np.array([w / 2, h / 2])
+    ).astype(np.float32)
+    info = (
+        None
+        if preprocess == "resize"
+        else compute_crop_info(lm, (w, h), extended=preprocess.startswith("ext"))
+    )
+    crop = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+    row = np.concatenate([rng.normal(0, 0.2, 70), [1.25, 0.5, -0.25]]).astype(np.float32)
+    return Face(
+        image,
+        None,
+        crop,
+        info,
+        lm,
+        np.zeros(257, np.float32),
+        row,
+        np.zeros(5, np.float32),
+        preprocess,
+        size,
+    )
+
+
+def synthetic_coeffs(face: Face, frames: int, fps: float = 25.0) -> Coeffs:
+    rng = np.random.default_rng(1)
+    rows = np.repeat(face.coeff_3dmm[None, :70], frames, 0) + rng.normal(
+        0, 0.05, (frames, 70)
+    ).astype(np.float32)
+    audio = np.zeros(int(round(frames / fps * 16000)), np.float32)
+    return Coeffs(rows.astype(np.float32), fps, audio)
+
+
+def bench_render(
+    models: RenderModels, face: Face, frames: int, batch: int, precision: str
+) -> float:
+    renderer = Renderer(models)
+    coeffs = synthetic_coeffs(face, frames + batch)  # first batch is warm-up
+    cfg = RenderConfig(batch_size=batch, precision=precision)
+    it = renderer.iter_batches(face, coeffs, cfg)
+    next(it)
+    _sync(renderer.device)
+    t0 = time.perf_counter()
+    n = 0
+    for b in it:
+        n += b.shape[0]
+        b.cpu()  # frames leave the device, as in the pipeline
+    _sync(renderer.device)
+    return n / (time.perf_counter() - t0)
+
+
+def bench_paste_encode(
+    face: Face, device: torch.device, frames: int, batch: int
+) -> tuple[float, float]:
+    paste = PasteBack(face, device)
+    x = torch.rand(batch, 3, face.size, face.size, device=device)
+    paste(x)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(max(1, frames // batch)):
+        full = paste(x)
+    paste_fps = max(1, frames // batch) * batch / (time.perf_counter() - t0)
+    crop_frames = to_uint8(resize_frames(x, (face.size, face.size)))
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        with VideoWriter(Path(tmp) / "enc.mp4", fps=25, audio=np.zeros(16000, np.float32)) as w:
+            for _ in range(max(1, frames // batch)):
+                w.write(crop_frames)
+        enc_fps = max(1, frames // batch) * batch / (time.perf_counter() - t0)
+    del full
+    return paste_fps, enc_fps
+
+
+def rss_child(args: argparse.Namespace, seconds: float) -> dict:
+    """Run one streaming render+encode of ``seconds`` in a fresh process; report its peak memory."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--rss-child",
+        str(seconds),
+        "--device",
+        args.device,
+        "--weights",
+        str(args.weights_path),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rss_child_main(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    models = RenderModels.load(args.weights, 256, "crop", device)
+    face = synthetic_face(256)
+    coeffs = synthetic_coeffs(face, int(args.rss_child * 25))
+    renderer = Renderer(models)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        VideoWriter(Path(tmp) / "x.mp4", 25, coeffs.audio) as w,
+    ):
+        for b in renderer.iter_batches(face, coeffs, RenderConfig(batch_size=8)):
+            w.write(to_uint8(b))
+    res = {
+        "seconds": args.rss_child,
+        "frames": coeffs.num_frames,
+        "wall_s": time.perf_counter() - t0,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0,
+    }
+    print(json.dumps(res))
+
+
+def bench_e2e(weights: Path, device: torch.device, seconds: float, face_npz: Path | None) -> None:
+    """Speech -> MP4 with the real pipeline at 256 (crop, batch 8); extraction too unless a
+    pre-extracted face .npz is given (machines without the offline detector)."""
+    from sadtalker_core.audio_io import load_audio
+    from sadtalker_core.face.extract import ExtractConfig
+    from sadtalker_core.pipeline import PipelineConfig, SadTalkerPipeline
+
+    clip = load_audio(
+        FIXTURES / "RD_Radio31_000.wav"
+        if (FIXTURES / "RD_Radio31_000.wav").exists()
+        else REPO / "examples" / "speech.wav"
+    )
+    wav = np.tile(clip.waveform, int(np.ceil(seconds * 16000 / len(clip.waveform))))[
+        : int(seconds * 16000)
+    ]
+    pipe = SadTalkerPipeline(weights, device)
+    cfg = PipelineConfig(extract=ExtractConfig(detector="dlib"), render=RenderConfig(batch_size=8))
+
+    def once(audio, out):
+        t0 = time.perf_counter()
+        face = Face.load(face_npz) if face_npz else pipe.extract(FIXTURES / "people_0.png", cfg)
+        coeffs = pipe.coefficients(face, audio, cfg)
+        pipe.render_to_file(face, coeffs, out, cfg)
+        return time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        once((wav[:2000], 16000), Path(tmp) / "warm.mp4")
+        dt = once((wav, 16000), Path(tmp) / "e2e.mp4")
+    what = (
+        "coefficients + render + encode" if face_npz else "extract + coefficients + render + encode"
+    )
+    print(
+        f"end to end ({what}), {seconds:.0f} s of speech at 256: {dt:.1f} s -> {seconds / dt:.2f}x real time"
+    )
+
+
+def bench_reference(checkout: Path, weights: Path, frames: int, ours_fps: float) -> None:
+    """The official renderer on the same weights and inputs (imported from the checkout)."""
+    import yaml
+
+    sys.path.insert(0, str(checkout))
+    from safetensors import safe_open
+    from src.facerender.modules.generator import OcclusionAwareSPADEGenerator as OffGen
+    from src.facerender.modules.keypoint_detector import KPDetector as OffKP
+    from src.facerender.modules.make_animation import make_animation
+    from src.facerender.modules.mapping import MappingNet as OffMap
+
+    with open(checkout / "src" / "config" / "facerender.yaml") as f:
+        cfg = yaml.safe_load(f)
+    mp = cfg["model_params"]
+    gen = OffGen(**mp["generator_params"], **mp["common_params"])
+    kp = OffKP(**mp["kp_detector_params"], **mp["common_params"])
+    mapping = OffMap(**mp["mapping_params"])
+    with safe_open(str(weights / "SadTalker_V0.0.2_256.safetensors"), "pt") as f:
+        for module, prefix in ((gen, "generator."), (kp, "kp_extractor.")):
+            sd = {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}  # noqa: SIM118
+            module.load_state_dict(sd, strict=True)
+    mapping.load_state_dict(
+        torch.load(weights / "mapping_00229-model.pth.tar", weights_only=True)["mapping"]
+    )
+    for m in (gen, kp, mapping):
+        m.eval()
+    face = synthetic_face(256)
+    src = torch.from_numpy(face.crop).permute(2, 0, 1)[None].float() / 255
+    rng = np.random.default_rng(1)
+    src_sem = torch.from_numpy(np.repeat(face.coeff_3dmm[None, :70, None], 27, 2))
+    tgt = torch.from_numpy(rng.normal(0, 0.2, (1, frames, 70, 27)).astype(np.float32))
+    with torch.no_grad():
+        make_animation(src, src_sem, tgt[:, :1], gen, kp, None, mapping, use_exp=True)  # warm-up
+        t0 = time.perf_counter()
+        make_animation(src, src_sem, tgt, gen, kp, None, mapping, use_exp=True)
+        dt = time.perf_counter() - t0
+    ref_fps = frames / dt
+    print(
+        f"official render 256 (batch 1, fp32): {ref_fps:.3f} frames/s; ours {ours_fps:.3f} -> {ours_fps / ref_fps:.2f}x"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--checkpoint-dir")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--precisions", nargs="+", default=["fp32"])
+    ap.add_argument("--frames", type=int, default=8, help="frames timed per configuration")
+    ap.add_argument("--rss-seconds", type=float, nargs="*", default=[], help="e.g. 5 60")
+    ap.add_argument("--e2e-seconds", type=float, default=0.0)
+    ap.add_argument("--face", type=Path, help="pre-extracted face .npz for the end-to-end run")
+    ap.add_argument("--reference", type=Path, help="official SadTalker checkout to compare with")
+    ap.add_argument("--rss-child", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child is not None:
+        rss_child_main(args)
+        return
+    device = torch.device(args.device)
+    weights = _weights(args.checkpoint_dir)
+    args.weights_path = weights
+    print(
+        f"torch {torch.__version__}, device {device}"
+        f"{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
+        f"threads {torch.get_num_threads()}, weights {weights}"
+    )
+    best = {}
+    for size in args.sizes:
+        models = RenderModels.load(weights, size, "crop", device)
+        face = synthetic_face(size)
+        for precision in args.precisions:
+            for batch in args.batch_sizes:
+                try:
+                    fps = bench_render(models, face, args.frames, batch, precision)
+                except RuntimeError as e:
+                    print(
+                        f"render {size} {precision} batch {batch}: failed ({str(e).splitlines()[0]})"
+                    )
+                    continue
+                best[(size, precision)] = max(best.get((size, precision), 0), fps)
+                print(f"render {size} {precision:<5} batch {batch}: {fps:8.3f} frames/s")
+        full = synthetic_face(size, "full")
+        p_fps, e_fps = bench_paste_encode(full, device, max(args.frames, 16), 8)
+        print(
+            f"paste-back {size} -> {full.image.shape[1]}x{full.image.shape[0]}: {p_fps:8.1f} frames/s; "
+            f"encode {size}: {e_fps:8.1f} frames/s"
+        )
+    for s in args.rss_seconds:
+        r = rss_child(args, s)
+        print(
+            f"streaming {r['seconds']:.0f} s clip ({r['frames']} frames, render+encode): peak RSS "
+            f"{r['peak_rss_mib']:.0f} MiB, peak GPU {r['peak_gpu_mib']:.0f} MiB, {r['wall_s']:.1f} s"
+        )
+    if args.e2e_seconds:
+        bench_e2e(weights, device, args.e2e_seconds, args.face)
+    if args.reference is not None:
+        bench_reference(args.reference, weights, args.frames, best.get((256, "fp32"), 0.0))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
