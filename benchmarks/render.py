@@ -153,6 +153,8 @@ def rss_child(args: argparse.Namespace, seconds: float) -> dict:
         args.device,
         "--weights",
         str(args.weights_path),
+        "--rss-batch",
+        str(args.rss_batch),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -171,7 +173,7 @@ def rss_child_main(args: argparse.Namespace) -> None:
         tempfile.TemporaryDirectory() as tmp,
         VideoWriter(Path(tmp) / "x.mp4", 25, coeffs.audio) as w,
     ):
-        for b in renderer.iter_batches(face, coeffs, RenderConfig(batch_size=8)):
+        for b in renderer.iter_batches(face, coeffs, RenderConfig(batch_size=args.rss_batch)):
             w.write(to_uint8(b))
     res = {
         "seconds": args.rss_child,
@@ -183,7 +185,9 @@ def rss_child_main(args: argparse.Namespace) -> None:
     print(json.dumps(res))
 
 
-def bench_e2e(weights: Path, device: torch.device, seconds: float, face_npz: Path | None) -> None:
+def bench_e2e(
+    weights: Path, device: torch.device, seconds: float, face_npz: Path | None, batch: int
+) -> None:
     """Speech -> MP4 with the real pipeline at 256 (crop, batch 8); extraction too unless a
     pre-extracted face .npz is given (machines without the offline detector)."""
     from sadtalker_core.audio_io import load_audio
@@ -199,7 +203,9 @@ def bench_e2e(weights: Path, device: torch.device, seconds: float, face_npz: Pat
         : int(seconds * 16000)
     ]
     pipe = SadTalkerPipeline(weights, device)
-    cfg = PipelineConfig(extract=ExtractConfig(detector="dlib"), render=RenderConfig(batch_size=8))
+    cfg = PipelineConfig(
+        extract=ExtractConfig(detector="dlib"), render=RenderConfig(batch_size=batch)
+    )
 
     def once(audio, out):
         t0 = time.perf_counter()
@@ -267,12 +273,14 @@ def main() -> None:
     )
     ap.add_argument("--checkpoint-dir")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--precisions", nargs="+", default=["fp32"])
     ap.add_argument("--frames", type=int, default=8, help="frames timed per configuration")
     ap.add_argument("--rss-seconds", type=float, nargs="*", default=[], help="e.g. 5 60")
     ap.add_argument("--e2e-seconds", type=float, default=0.0)
+    ap.add_argument("--e2e-batch", type=int, nargs="+", default=[4])
+    ap.add_argument("--rss-batch", type=int, default=4)
     ap.add_argument("--face", type=Path, help="pre-extracted face .npz for the end-to-end run")
     ap.add_argument("--reference", type=Path, help="official SadTalker checkout to compare with")
     ap.add_argument("--rss-child", type=float, help=argparse.SUPPRESS)
@@ -317,7 +325,8 @@ def main() -> None:
             f"{r['peak_rss_mib']:.0f} MiB, peak GPU {r['peak_gpu_mib']:.0f} MiB, {r['wall_s']:.1f} s"
         )
     if args.e2e_seconds:
-        bench_e2e(weights, device, args.e2e_seconds, args.face)
+        for b in args.e2e_batch:
+            bench_e2e(weights, device, args.e2e_seconds, args.face, b)
     if args.reference is not None:
         bench_reference(args.reference, weights, args.frames, best.get((256, "fp32"), 0.0))
 

@@ -11,6 +11,8 @@ from . import registry
 from .devices import auto_device, say
 from .errors import SadTalkerError
 
+DETECTOR_CHOICES = ("auto", "official", "face_alignment", "dlib")
+
 
 def _cmd_check_weights(args: argparse.Namespace) -> int:
     dirs = registry.default_checkpoint_dirs(args.checkpoint_dir)
@@ -151,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--preprocess", default="crop", choices=("crop", "extcrop", "resize", "full", "extfull")
     )
     p.add_argument("--size", type=int, default=256, choices=(256, 512), help="render resolution")
-    p.add_argument("--detector", default="auto", help="auto | official | face_alignment | dlib")
+    p.add_argument(
+        "--detector", default="auto", choices=DETECTOR_CHOICES, help="face detector backend"
+    )
     p.add_argument("--face_index", type=int, default=0, help="which face, 0 = the largest")
     p.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
     p.add_argument("--device", help="cpu | cuda | mps (default: the best available)")

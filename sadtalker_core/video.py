@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +33,9 @@ class VideoWriter:
         sample_rate: Hz of ``audio``.
         crf: x264 constant rate factor (0 lossless .. 51 worst; 18 is visually lossless).
         preset: x264 speed preset.
+        background: encode in a worker thread so that encoding overlaps rendering; at most
+            ``queue_size`` batches wait, so memory stays bounded.
+        queue_size: batches buffered for the worker.
 
     Convention:
         Frames are (H, W, 3) or (B, H, W, 3) uint8 RGB. Odd sizes are padded by repeating the last
@@ -45,6 +50,8 @@ class VideoWriter:
         sample_rate: int = 16000,
         crf: int = 18,
         preset: str = "medium",
+        background: bool = True,
+        queue_size: int = 4,
     ):
         import av
 
@@ -69,6 +76,39 @@ class VideoWriter:
             self._audio = self._container.add_stream("aac", rate=self._sample_rate)
             self._audio.layout = "mono"
         self._closed = False
+        self._error: BaseException | None = None
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=max(1, queue_size))
+            self._thread = threading.Thread(
+                target=self._worker, name="sadtalker-encoder", daemon=True
+            )
+            self._thread.start()
+
+    def _worker(self) -> None:
+        while True:
+            frames = self._queue.get()
+            if frames is None:
+                return
+            if self._error is not None:
+                continue  # drain after a failure; the error is raised in the caller's thread
+            try:
+                self._encode(frames)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                self._error = e
+
+    def _check_worker(self) -> None:
+        if self._error is not None:
+            raise SadTalkerError(
+                f"Encoding {self.path.name} failed: {self._error}"
+            ) from self._error
+
+    def _stop_worker(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -80,7 +120,6 @@ class VideoWriter:
             self.abort()
 
     def _open_video(self, h: int, w: int) -> None:
-        self._size = (h, w)
         stream = self._container.add_stream("libx264", rate=self.fps)
         stream.width, stream.height = w + (w % 2), h + (h % 2)
         stream.pix_fmt = "yuv420p"
@@ -89,8 +128,6 @@ class VideoWriter:
 
     def write(self, frames: np.ndarray) -> None:
         """Append one (H, W, 3) frame or a (B, H, W, 3) batch of uint8 RGB frames."""
-        import av
-
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -98,12 +135,23 @@ class VideoWriter:
             raise SadTalkerError(
                 f"VideoWriter expects uint8 (B, H, W, 3) frames; got {frames.dtype} {frames.shape}."
             )
-        if self._video is None:
-            self._open_video(*frames.shape[1:3])
+        if self._size is None:
+            self._size = tuple(frames.shape[1:3])
         if frames.shape[1:3] != self._size:
             raise SadTalkerError(
                 f"Frame size changed from {self._size} to {frames.shape[1:3]} within one video."
             )
+        if self._thread is not None:
+            self._check_worker()
+            self._queue.put(frames)
+        else:
+            self._encode(frames)
+
+    def _encode(self, frames: np.ndarray) -> None:
+        import av
+
+        if self._video is None:
+            self._open_video(*self._size)
         h, w = self._size
         if h % 2 or w % 2:
             frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -141,6 +189,12 @@ class VideoWriter:
         """Flush the encoders, finish the file and move it to its final name."""
         if self._closed:
             return self.path
+        try:
+            self._stop_worker()
+            self._check_worker()
+        except BaseException:
+            self.abort()
+            raise
         if self.frames_written == 0:
             self.abort()
             raise SadTalkerError(f"No frames were written to {self.path}; nothing to save.")
@@ -161,6 +215,9 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Stop and delete the partial file (safe to call more than once)."""
+        if self._thread is not None:
+            self._error = self._error or SadTalkerError("aborted")  # the worker drops the rest
+            self._stop_worker()
         if not self._closed:
             self._closed = True
             try:

@@ -23,6 +23,7 @@ from .align import (
     load_lm3d_std_68,
     resize_square,
 )
+from .detect import AUTO, DETECTORS, DetectedFace, detect_faces, get_detector
 from .recon3dmm import aligned_to_tensor, coeff_3dmm_row
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class ExtractConfig:
     min_image_side: int = 64  # smaller pictures are refused, px
     min_face_side: int = 32  # smaller detected faces are refused, px (at full resolution)
     max_detect_side: int = 1280  # detection runs on a copy at most this large, px
+    max_track_shift: float = 0.5  # re-detected face: centre within this x face size of expected
 
     def __post_init__(self):
         if self.preprocess not in PREPROCESS_MODES:
@@ -51,6 +53,11 @@ class ExtractConfig:
             raise ValueError(f"size must be 256 or 512; got {self.size}.")
         if self.face_index < 0:
             raise ValueError(f"face_index must be >= 0; got {self.face_index}.")
+        if self.detector != AUTO and self.detector not in DETECTORS:
+            raise ValueError(
+                f"Unknown face detector '{self.detector}'. Choose one of: "
+                f"{', '.join((AUTO, *DETECTORS))}."
+            )
 
 
 def _template_landmarks(width: int, height: int) -> np.ndarray:
@@ -77,8 +84,24 @@ def _frame_from_original(
     if not info.extended:
         lx, ly, rx, ry = info.rect_int
         pts -= np.array([lx, ly])
-        cw, ch = rx - lx, ry - ly
-    return (pts * np.array([size / cw, size / ch])).astype(np.float32)
+        # the slice stops at the crop box edge (rect may reach past it: ry is clamped with W')
+        cw, ch = min(rx, cw) - lx, min(ry, ch) - ly
+    return (pts * np.array([size / max(cw, 1), size / max(ch, 1)])).astype(np.float32)
+
+
+def _nearest_face(
+    faces: Sequence[DetectedFace], expected: np.ndarray, max_shift: float
+) -> np.ndarray | None:
+    """Landmarks of the face in ``faces`` whose centre is nearest to that of ``expected`` (68, 2),
+    or None when even the nearest is more than ``max_shift`` x the expected face size away."""
+    if not faces:
+        return None
+    centre = expected.mean(axis=0)
+    extent = float(np.max(expected.max(axis=0) - expected.min(axis=0)))
+    lms = np.stack([np.asarray(f.landmarks, dtype=np.float32) for f in faces])  # (K, 68, 2)
+    dist = np.linalg.norm(lms.mean(axis=1) - centre, axis=1)  # (K,)
+    k = int(np.argmin(dist))
+    return lms[k] if dist[k] <= max_shift * max(extent, 1.0) else None
 
 
 class FaceExtractor:
@@ -106,16 +129,13 @@ class FaceExtractor:
         return self._recon
 
     def detector(self, name: str):
-        from .detect import get_detector
-
+        """The face detector backend ``name`` (built once per process, see ``get_detector``)."""
         return get_detector(name, self.dirs, self.device)
 
     # ----------------------------------------------------------------------------------------
 
     def _landmarks(self, rgb: np.ndarray, cfg: ExtractConfig, what: str) -> tuple[np.ndarray, str]:
         """68 landmarks (y down, pixels of ``rgb``) of the chosen face, and the detector name."""
-        from .detect import detect_faces
-
         det = self.detector(cfg.detector)
         faces = detect_faces(rgb, det, max_side=cfg.max_detect_side)
         h, w = rgb.shape[:2]
@@ -145,14 +165,17 @@ class FaceExtractor:
     def _frame_landmarks(
         self, frame: np.ndarray, fallback: np.ndarray | None, cfg: ExtractConfig
     ) -> np.ndarray:
-        """Landmarks on the (size, size) frame: detected again as the official code does, else
-        the original detection mapped into the frame, else the official template fallback."""
-        from .detect import detect_faces
-
+        """Landmarks on the (size, size) frame: detected again as the official code does (the
+        face nearest to the original detection mapped into the frame), else that mapped
+        detection, else the official template fallback."""
         faces = detect_faces(frame, self.detector(cfg.detector), max_side=cfg.max_detect_side)
-        if faces:
-            return np.asarray(faces[0].landmarks, dtype=np.float32)
-        if fallback is not None:
+        if fallback is None:
+            if faces:
+                return np.asarray(faces[0].landmarks, dtype=np.float32)
+        else:
+            found = _nearest_face(faces, fallback, cfg.max_track_shift)
+            if found is not None:
+                return found
             log.debug(
                 "no face re-detected on the %dpx crop; using the mapped landmarks", frame.shape[0]
             )
@@ -217,7 +240,7 @@ class FaceExtractor:
             crop = apply_crop(src.rgb, info)
         frame = resize_square(crop, cfg.size)
         mapped = None if lm_orig is None else _frame_from_original(lm_orig, info, (w, h), cfg.size)
-        lm_frame = self._frame_landmarks(frame, mapped, cfg) if cfg.face_index == 0 else mapped
+        lm_frame = self._frame_landmarks(frame, mapped, cfg)
         full, row, params = self._reconstruct([frame], [lm_frame])
         log.info(
             "extracted face %d of %s (%dx%d) with %s, preprocess %s at %d px",
@@ -255,9 +278,10 @@ class FaceExtractor:
         """Per-frame coefficients of a reference video (for ``ref_pose`` / ``ref_eyeblink``).
 
         The crop is placed from the first frame's face (as the official code does) and landmarks are
-        detected on every frame; a frame without a face reuses the previous frame's landmarks
-        (counted and logged once). Frames are decoded and reconstructed in batches, so memory
-        does not grow with the video length.
+        detected on every frame, following the face nearest to the previous frame's (so
+        ``face_index`` keeps its face); a frame without it reuses the previous landmarks (counted
+        and logged once). Frames are decoded and reconstructed in batches, so memory does not grow
+        with the video length. Rotation metadata (phone videos) is applied.
 
         Args:
             video: path of a video file.
@@ -268,10 +292,16 @@ class FaceExtractor:
 
         Returns:
             (coeffs (N, 70) float32 [exp, angle, trans] per frame, the video's frame rate).
+
+        Raises:
+            InvalidImageError: unreadable video, or one without frames.
+            NoFaceDetectedError: no face (or not that many faces) in the first frame.
         """
         cfg = config or ExtractConfig()
-        from .detect import detect_faces
-
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 or None; got {max_frames}.")
         rows: list[np.ndarray] = []
         info: CropInfo | None = None
         last_lm: np.ndarray | None = None
@@ -279,6 +309,8 @@ class FaceExtractor:
         lms: list[np.ndarray] = []
         missed = 0
         fps, total = _video_info(video)
+        if max_frames is not None:
+            total = min(total, max_frames) if total else max_frames
         det = self.detector(cfg.detector)
 
         def flush():
@@ -290,9 +322,7 @@ class FaceExtractor:
                 if progress is not None:
                     progress(sum(len(r) for r in rows), total)
 
-        for i, rgb in enumerate(_iter_video_frames(video)):
-            if max_frames is not None and i >= max_frames:
-                break
+        for i, rgb in enumerate(_iter_video_frames(video, max_frames)):
             h, w = rgb.shape[:2]
             if i == 0:
                 lm0, _ = self._landmarks(
@@ -300,14 +330,16 @@ class FaceExtractor:
                 )
                 if cfg.preprocess != "resize":
                     info = compute_crop_info(lm0, (w, h), extended=cfg.preprocess.startswith("ext"))
+                last_lm = _frame_from_original(lm0, info, (w, h), cfg.size)
             crop = apply_crop(rgb, info) if info is not None else rgb
             frame = resize_square(crop, cfg.size)
-            found = detect_faces(frame, det, max_side=cfg.max_detect_side)
-            if found:
-                last_lm = np.asarray(found[0].landmarks, dtype=np.float32)
-            elif last_lm is None:
-                last_lm = _template_landmarks(cfg.size, cfg.size)
-                missed += 1
+            found = _nearest_face(
+                detect_faces(frame, det, max_side=cfg.max_detect_side),
+                last_lm,
+                cfg.max_track_shift,
+            )
+            if found is not None:
+                last_lm = found
             else:
                 missed += 1
             frames.append(frame)
@@ -342,15 +374,32 @@ def _video_info(path: str | os.PathLike) -> tuple[float, int]:
         raise InvalidImageError(f"Reference video '{path}' cannot be read ({e}).") from e
 
 
-def _iter_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """Decode a video frame by frame as (H, W, 3) uint8 RGB, applying its rotation metadata."""
+def _iter_video_frames(
+    path: str | os.PathLike, max_frames: int | None = None
+) -> Iterator[np.ndarray]:
+    """Decode a video frame by frame as upright (H, W, 3) uint8 RGB (display rotation applied),
+    stopping after ``max_frames`` frames (None = all)."""
     import av
 
+    count = 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+        try:
+            for frame in container.decode(stream):
+                rgb = frame.to_ndarray(format="rgb24")
+                rotation = getattr(frame, "rotation", 0) or 0  # degrees counter-clockwise
+                quarter_turns = round(rotation / 90) % 4
+                if quarter_turns:
+                    rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
+                yield rgb
+                count += 1
+                if max_frames is not None and count >= max_frames:
+                    return
+        except av.error.FFmpegError as e:
+            raise InvalidImageError(
+                f"Reference video '{path}' is damaged after frame {count} ({e}). Re-encode it."
+            ) from e
 
 
 _default: dict[tuple, FaceExtractor] = {}
