@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from . import registry
 from .devices import auto_device, say
 from .errors import SadTalkerError
-
-DETECTOR_CHOICES = ("auto", "official", "face_alignment", "dlib")
+from .face.detect import AUTO, DETECTORS
 
 
 def _cmd_check_weights(args: argparse.Namespace) -> int:
@@ -154,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--size", type=int, default=256, choices=(256, 512), help="render resolution")
     p.add_argument(
-        "--detector", default="auto", choices=DETECTOR_CHOICES, help="face detector backend"
+        "--detector", default="auto", choices=(AUTO, *DETECTORS), help="face detector backend"
     )
     p.add_argument("--face_index", type=int, default=0, help="which face, 0 = the largest")
     p.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
