@@ -20,6 +20,25 @@ def _as_tensor(
     return torch.as_tensor(x).to(device=device, dtype=dtype)
 
 
+def window_batch(
+    mel_windows: torch.Tensor | np.ndarray, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Mel windows as the audio encoders' (T, 1, 80, 16) batch, from (T, 80, 16) or the official
+    (1, T, 1, 80, 16) layout.
+
+    Raises:
+        ShapeError: any other shape.
+    """
+    mel = _as_tensor(mel_windows, device, dtype)
+    if mel.ndim == 5 and mel.shape[0] == 1 and mel.shape[2:] == (1, 80, 16):
+        return mel[0]  # (1, T, 1, 80, 16) -> (T, 1, 80, 16)
+    if mel.ndim == 3 and mel.shape[1:] == (80, 16):
+        return mel.unsqueeze(1)  # (T, 80, 16) -> (T, 1, 80, 16)
+    raise ShapeError(
+        f"mel_windows must be (T, 80, 16) or (1, T, 1, 80, 16), got {tuple(mel.shape)}."
+    )
+
+
 def predict_expression(
     net: Audio2ExpNet,
     mel_windows: torch.Tensor | np.ndarray,
@@ -51,15 +70,7 @@ def predict_expression(
     """
     param = next(net.parameters())
     device, dtype = param.device, param.dtype
-    mel = _as_tensor(mel_windows, device, dtype)
-    if mel.ndim == 5 and mel.shape[0] == 1 and mel.shape[2:] == (1, 80, 16):
-        mel = mel[0]  # (1, T, 1, 80, 16) -> (T, 1, 80, 16)
-    elif mel.ndim == 3 and mel.shape[1:] == (80, 16):
-        mel = mel.unsqueeze(1)  # (T, 80, 16) -> (T, 1, 80, 16)
-    else:
-        raise ShapeError(
-            f"mel_windows must be (T, 80, 16) or (1, T, 1, 80, 16), got {tuple(mel.shape)}."
-        )
+    mel = window_batch(mel_windows, device, dtype)  # (T, 1, 80, 16)
     t = mel.shape[0]
 
     exp_dim = net.config.exp_dim

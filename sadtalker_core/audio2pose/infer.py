@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..audio2exp.infer import window_batch
 from ..errors import ShapeError
 from .cvae import Audio2PoseNet
 
@@ -104,15 +105,7 @@ def predict_pose_motion(
     param = next(net.parameters())
     device, dtype = param.device, param.dtype
     c = net.config
-    mel = torch.as_tensor(mel_windows).to(device=device, dtype=dtype)
-    if mel.ndim == 5 and mel.shape[0] == 1 and mel.shape[2:] == (1, 80, 16):
-        mel = mel[0]  # (1, T, 1, 80, 16) -> (T, 1, 80, 16)
-    elif mel.ndim == 3 and mel.shape[1:] == (80, 16):
-        mel = mel.unsqueeze(1)  # (T, 80, 16) -> (T, 1, 80, 16)
-    else:
-        raise ShapeError(
-            f"mel_windows must be (T, 80, 16) or (1, T, 1, 80, 16), got {tuple(mel.shape)}."
-        )
+    mel = window_batch(mel_windows, device, dtype)  # (T, 1, 80, 16)
     t = mel.shape[0]
     if t < 1:
         raise ShapeError("mel_windows holds no frames; at least one video frame is needed.")

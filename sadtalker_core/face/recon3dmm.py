@@ -93,38 +93,55 @@ class Bottleneck(nn.Module):
 
 
 class ResNetBackbone(nn.Module):
-    """ResNet trunk without the classifier: stem, four stages, global average pool.
+    """ResNet trunk without the classifier: stem, bottleneck stages, global average pool.
 
-    Module names follow torchvision so the official ``backbone.*`` keys load strictly.
+    Module names follow torchvision, so the official ``backbone.*`` keys (3DMM net) and the
+    RetinaFace ``body.*`` keys load strictly. The pool has no parameters.
+
+    Args:
+        layers: bottleneck blocks per stage, (3, 4, 6, 3) for ResNet-50.
+        stem_channels: channels of the 7x7 stem and width of stage 1.
+        expansion: bottleneck output channels = expansion * width.
+        bn_eps: BatchNorm epsilon.
     """
 
-    def __init__(self, config: ReconNetConfig):
+    def __init__(
+        self,
+        layers: tuple[int, ...] = (3, 4, 6, 3),
+        stem_channels: int = 64,
+        expansion: int = 4,
+        bn_eps: float = 1e-5,
+    ):
         super().__init__()
-        c = config.stem_channels
+        c = stem_channels
         self.conv1 = nn.Conv2d(3, c, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(c, eps=config.bn_eps)
+        self.bn1 = nn.BatchNorm2d(c, eps=bn_eps)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = c
-        for stage, n_blocks in enumerate(config.layers):
+        for stage, n_blocks in enumerate(layers):
             width = c * 2**stage
             blocks = []
             for i in range(n_blocks):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                blocks.append(
-                    Bottleneck(in_channels, width, stride, config.expansion, config.bn_eps)
-                )
-                in_channels = width * config.expansion
+                blocks.append(Bottleneck(in_channels, width, stride, expansion, bn_eps))
+                in_channels = width * expansion
             self.add_module(f"layer{stage + 1}", nn.Sequential(*blocks))
-        self.n_stages = len(config.layers)
+        self.n_stages = len(layers)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of every stage: (B, 256, H/4, W/4), (B, 512, H/8, W/8), ... (B, 2048, H/32, W/32)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 3, H, W) -> (B, 64, H/4, W/4)
+        outs = []
+        for stage in range(self.n_stages):
+            x = getattr(self, f"layer{stage + 1}")(x)
+            outs.append(x)
+        return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> pooled feature (B, 2048, 1, 1)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 3, H, W) -> (B, 64, H/4, W/4)
-        for stage in range(self.n_stages):
-            x = getattr(self, f"layer{stage + 1}")(x)  # -> (B, 2048, H/32, W/32) after stage 4
-        return self.avgpool(x)  # (B, 2048, H/32, W/32) -> (B, 2048, 1, 1)
+        return self.avgpool(self.stages(x)[-1])  # (B, 2048, H/32, W/32) -> (B, 2048, 1, 1)
 
 
 class ReconNet(nn.Module):
@@ -140,7 +157,9 @@ class ReconNet(nn.Module):
     def __init__(self, config: ReconNetConfig | None = None):
         super().__init__()
         self.config = config or ReconNetConfig()
-        self.backbone = ResNetBackbone(self.config)
+        self.backbone = ResNetBackbone(
+            self.config.layers, self.config.stem_channels, self.config.expansion, self.config.bn_eps
+        )
         feat = self.config.feature_dims
         self.final_layers = nn.ModuleList(
             nn.Conv2d(feat, n, 1, bias=True) for n in self.config.head_sizes

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ShapeError
-from .recon3dmm import Bottleneck
+from .recon3dmm import ResNetBackbone
 
 log = logging.getLogger(__name__)
 
@@ -42,36 +42,6 @@ class RetinaFaceConfig:
     @property
     def anchors_per_cell(self) -> int:
         return len(self.anchor_sizes[0])
-
-
-class _ResNetTrunk(nn.Module):
-    """torchvision-named ResNet trunk returning the outputs of stages 2, 3 and 4."""
-
-    def __init__(self, config: RetinaFaceConfig):
-        super().__init__()
-        c = config.stem_channels
-        self.conv1 = nn.Conv2d(3, c, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_channels = c
-        for stage, n_blocks in enumerate(config.layers):
-            width = c * 2**stage
-            blocks = []
-            for i in range(n_blocks):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                blocks.append(Bottleneck(in_channels, width, stride, config.expansion, 1e-5))
-                in_channels = width * config.expansion
-            self.add_module(f"layer{stage + 1}", nn.Sequential(*blocks))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) -> [(B, 512, H/8, W/8), (B, 1024, H/16, W/16), (B, 2048, H/32, W/32)]."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # -> (B, 64, H/4, W/4)
-        x = self.layer1(x)  # -> (B, 256, H/4, W/4)
-        c3 = self.layer2(x)
-        c4 = self.layer3(c3)
-        c5 = self.layer4(c4)
-        return [c3, c4, c5]
 
 
 def _conv_bn(in_ch: int, out_ch: int, kernel: int, leaky: float | None) -> nn.Sequential:
@@ -148,7 +118,7 @@ class RetinaFace(nn.Module):
     def __init__(self, config: RetinaFaceConfig | None = None):
         super().__init__()
         self.config = cfg = config or RetinaFaceConfig()
-        self.body = _ResNetTrunk(cfg)
+        self.body = ResNetBackbone(cfg.layers, cfg.stem_channels, cfg.expansion)
         c = cfg.stem_channels * cfg.expansion  # 256: stage-1 output
         in_channels = [c * 2, c * 4, c * 8]  # stages 2-4: 512, 1024, 2048
         p = cfg.pyramid_channels
@@ -175,7 +145,7 @@ class RetinaFace(nn.Module):
         """
         if image.ndim != 4 or image.shape[1] != 3:
             raise ShapeError(f"RetinaFace expects (B, 3, H, W) images; got {tuple(image.shape)}.")
-        pyramid = self.fpn(self.body(image))
+        pyramid = self.fpn(self.body.stages(image)[1:])  # stages 2-4: strides 8, 16, 32
         feats = [self.ssh1(pyramid[0]), self.ssh2(pyramid[1]), self.ssh3(pyramid[2])]
         loc = torch.cat([h(f) for h, f in zip(self.BboxHead, feats)], dim=1)
         conf = torch.cat([h(f) for h, f in zip(self.ClassHead, feats)], dim=1)
