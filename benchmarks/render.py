@@ -282,6 +282,9 @@ def main() -> None:
     ap.add_argument("--e2e-batch", type=int, nargs="+", default=[4])
     ap.add_argument("--rss-batch", type=int, default=4)
     ap.add_argument("--face", type=Path, help="pre-extracted face .npz for the end-to-end run")
+    ap.add_argument(
+        "--validate", nargs="*", default=[], help="precisions to check against fp32 (256)"
+    )
     ap.add_argument("--reference", type=Path, help="official SadTalker checkout to compare with")
     ap.add_argument("--rss-child", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
@@ -327,6 +330,22 @@ def main() -> None:
     if args.e2e_seconds:
         for b in args.e2e_batch:
             bench_e2e(weights, device, args.e2e_seconds, args.face, b)
+    for precision in args.validate:
+        from sadtalker_core.render.infer import compare_precision
+
+        face = synthetic_face(256)
+        r = compare_precision(
+            Renderer(RenderModels.load(weights, 256, "crop", device)),
+            face,
+            synthetic_coeffs(face, args.frames),
+            precision,
+            args.frames,
+        )
+        print(
+            f"{precision} vs fp32 ({args.frames} frames): max {r['max_abs']:.4f}, mean {r['mean_abs']:.5f}, "
+            f"mouth motion {r['mouth_motion']:.4f} vs {r['mouth_motion_fp32']:.4f} "
+            f"(ratio {r['mouth_motion_ratio']:.3f})"
+        )
     if args.reference is not None:
         bench_reference(args.reference, weights, args.frames, best.get((256, "fp32"), 0.0))
 

@@ -308,3 +308,46 @@ def to_uint8(batch: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) float in [0, 1] on any device -> (B, H, W, 3) uint8 numpy (round half to even)."""
     u8 = batch.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
     return u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+# Mouth region of an FFHQ-style face crop (fractions of height, width): below the nose, between
+# the mouth corners' typical extent.
+MOUTH_BOX = (0.60, 0.85, 0.30, 0.70)
+
+
+def compare_precision(
+    renderer: Renderer, face: Face, coeffs: Coeffs, precision: str, frames: int = 8
+) -> dict[str, float]:
+    """Validate an opt-in precision against fp32 on the first ``frames`` frames of a clip.
+
+    Returns:
+        ``max_abs`` / ``mean_abs``: deviation of the frames in [0, 1];
+        ``mouth_motion_fp32`` / ``mouth_motion``: mean over pixels of the standard deviation over
+        time inside ``MOUTH_BOX`` (how much the lips move); ``mouth_motion_ratio``: their ratio,
+        which should stay close to 1 (lip motion preserved).
+    """
+    clip = Coeffs(
+        coeffs.coeffs[:frames], coeffs.fps, coeffs.audio, coeffs.sample_rate, coeffs.options
+    )
+    runs = {}
+    for p in ("fp32", precision):
+        cfg = RenderConfig(batch_size=min(frames, 4), precision=p)
+        runs[p] = torch.cat([b.float().cpu() for b in renderer.iter_batches(face, clip, cfg)])
+    ref, test = runs["fp32"], runs[precision]
+    h, w = ref.shape[-2:]
+    y0, y1, x0, x1 = (
+        int(MOUTH_BOX[0] * h),
+        int(MOUTH_BOX[1] * h),
+        int(MOUTH_BOX[2] * w),
+        int(MOUTH_BOX[3] * w),
+    )
+    motion_ref = ref[..., y0:y1, x0:x1].std(dim=0).mean().item()
+    motion = test[..., y0:y1, x0:x1].std(dim=0).mean().item()
+    diff = (test - ref).abs()
+    return {
+        "max_abs": diff.max().item(),
+        "mean_abs": diff.mean().item(),
+        "mouth_motion_fp32": motion_ref,
+        "mouth_motion": motion,
+        "mouth_motion_ratio": motion / motion_ref if motion_ref > 0 else float("nan"),
+    }
