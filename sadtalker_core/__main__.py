@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import registry
-from .devices import auto_device, say
+from .devices import TerminalBar, auto_device, say
 from .errors import SadTalkerError
 from .face.detect import AUTO, DETECTORS
 
@@ -62,41 +62,25 @@ def _cmd_download_weights(args: argparse.Namespace) -> int:
     dest = args.checkpoint_dir or registry.default_checkpoint_dirs()[0]
     sizes = (256, 512) if args.size == "all" else (int(args.size),)
     names = files_for(sizes, enhancer=args.enhancer)
-    bar = _TerminalBar()
+    bars: dict[str, TerminalBar] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if name not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[name] = TerminalBar(name, "B", unit_scale=True)
+        bars[name](done, total)
+
     try:
-        paths = download_weights(dest, names, progress=bar.update)
+        paths = download_weights(dest, names, progress=progress)
     except DownloadError as e:
-        bar.close()
         say(f"error: {e}", file=sys.stderr)
         return 3
-    bar.close()
+    finally:
+        for bar in bars.values():
+            bar.close()
     say(f"{len(paths)} file(s) downloaded; all of {', '.join(names)} are in {dest}.")
     return 0
-
-
-class _TerminalBar:
-    """Per-file byte progress on the terminal (tqdm when installed)."""
-
-    def __init__(self):
-        self._bar = None
-        self._name = None
-
-    def update(self, name: str, done: int, total: int) -> None:
-        if name != self._name:
-            self.close()
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                return
-            self._name = name
-            self._bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=name)
-        if self._bar is not None:
-            self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        self._bar, self._name = None, None
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .coeffs import FIELD_HELP, CoeffConfig
-from .devices import auto_device, say
+from .devices import TerminalBar, auto_device, say
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +82,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_coeffs)
 
 
-class _Bar:
-    """Terminal progress for the stage (tqdm when installed, else nothing)."""
-
-    def __init__(self):
-        self._bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is None:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                return
-            self._bar = tqdm(total=total, unit="frame", desc="coefficients", leave=False)
-        self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 def _cmd_coeffs(args: argparse.Namespace) -> int:
     from .coeffs import generate_coeffs, load_coeff_rows, load_source, save_mat
     from .errors import SadTalkerError
@@ -113,7 +93,7 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    bar = _Bar()
+    bar = TerminalBar("coefficients", "frame")
     try:
         config = CoeffConfig(
             seed=args.seed,

@@ -8,13 +8,18 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .coeffs import FIELD_HELP, CoeffConfig, load_coeff_rows
 from .devices import say
 from .errors import SadTalkerError
+from .face.detect import AUTO, DETECTORS
 from .face.extract import ExtractConfig
 from .render.infer import PRECISIONS, RenderConfig
 from .types import PREPROCESS_MODES
+
+if TYPE_CHECKING:
+    from .pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +74,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     opt.add_argument(
         "--preprocess", default="crop", choices=PREPROCESS_MODES, help="how the face is cropped"
     )
-    opt.add_argument("--detector", default="auto", help="auto | official | face_alignment | dlib")
+    opt.add_argument(
+        "--detector", default=AUTO, choices=(AUTO, *DETECTORS), help="face detector backend"
+    )
     opt.add_argument("--face_index", type=int, default=0, help="which face, 0 = the largest")
     opt.add_argument(
         "--blend",
@@ -141,14 +148,20 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path | None, Path]]:
             ]
         else:
             jobs = []
+            if not args.batch.is_file():
+                raise SadTalkerError(f"Batch file not found: {args.batch}.")
             with open(args.batch, newline="") as f:
-                for row in csv.reader(f):
+                for line, row in enumerate(csv.reader(f), 1):
                     if (
                         not row
                         or row[0].strip().lower() in ("image", "source_image")
                         or row[0].startswith("#")
                     ):
                         continue
+                    if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                        raise SadTalkerError(
+                            f"Line {line} of {args.batch} must be image,audio[,output]; got {row}."
+                        )
                     img, aud = (
                         args.batch.parent / row[0].strip(),
                         args.batch.parent / row[1].strip(),
@@ -157,11 +170,17 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path | None, Path]]:
                     jobs.append((img, aud, out or args.result_dir / f"{img.stem}__{aud.stem}.mp4"))
         if not jobs:
             raise SadTalkerError(f"No (image, audio) pairs found in {args.batch}.")
+        if args.idle_seconds is not None:
+            raise SadTalkerError(
+                "--idle_seconds replaces the audio; it cannot be used with --batch."
+            )
         return jobs
     if args.source_image is None or (args.driven_audio is None and args.idle_seconds is None):
         raise SadTalkerError(
             "Give --source_image and --driven_audio (or --idle_seconds), or --batch."
         )
+    if args.driven_audio is not None and args.idle_seconds is not None:
+        raise SadTalkerError("Give either --driven_audio or --idle_seconds, not both.")
     name = (
         f"{args.source_image.stem}__{args.driven_audio.stem if args.driven_audio else 'idle'}.mp4"
     )
@@ -181,15 +200,11 @@ def _reference(path: Path | None, pipe, extract: ExtractConfig):
     return rows
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    from .pipeline import PipelineConfig, SadTalkerPipeline
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    """The run's PipelineConfig. Raises ValueError for an option out of range."""
+    from .pipeline import PipelineConfig
 
-    if args.enhancer or args.background_enhancer:
-        raise SadTalkerError(
-            "The face/background enhancer stage is not available yet; run without --enhancer."
-        )
-    jobs = _jobs(args)
-    cfg = PipelineConfig(
+    return PipelineConfig(
         extract=ExtractConfig(
             preprocess=args.preprocess,
             size=args.size,
@@ -213,6 +228,20 @@ def run_cli(args: argparse.Namespace) -> int:
         blend=args.blend,
         crf=args.crf,
     )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from .pipeline import SadTalkerPipeline
+
+    if args.enhancer or args.background_enhancer:
+        raise SadTalkerError(
+            "The face/background enhancer stage is not available yet; run without --enhancer."
+        )
+    jobs = _jobs(args)
+    try:
+        cfg = _config(args)
+    except ValueError as e:  # an option out of range: the config dataclasses say which
+        raise SadTalkerError(str(e)) from e
     pipe = SadTalkerPipeline(args.checkpoint_dir, "cpu" if args.cpu else args.device)
     ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)
     ref_pose = _reference(args.ref_pose, pipe, cfg.extract)
