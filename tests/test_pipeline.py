@@ -1,0 +1,428 @@
+"""End to end: photo + speech -> MP4 through SadTalkerPipeline and the CLI (issue 6 'Proof').
+
+Rendering costs ~10-40 s per frame on a CPU (256 px; ~4x at 512), so every clip here is 1-3 frames
+long, the pipeline and the crop face are made once per module, and the CLI runs in a subprocess
+only twice (the error cases call its entry point in this process, where the networks are cached).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from sadtalker_core import registry
+from sadtalker_core.__main__ import main
+from sadtalker_core.coeffs import CoeffConfig
+from sadtalker_core.errors import CancelledError
+from sadtalker_core.face.extract import ExtractConfig
+from sadtalker_core.pipeline import PipelineConfig, SadTalkerPipeline
+from sadtalker_core.render.infer import RenderConfig
+from sadtalker_core.video import VideoWriter
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH_TEXT = "Hello there, how are you today?"  # spoken by espeak-ng
+OUTSIDE_MARGIN = 8  # px kept between the paste box and the compared background (filter reach)
+BLUR = 5  # px box filter before comparing with the source (yuv420p halves the colour resolution)
+TOL_CONVERSION = 1.0  # levels (0..255): background vs the source encoded alone, both lossless
+TOL_BACKGROUND_MEAN = 3.0  # levels: mean blurred background vs the source picture
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """speech(name, seconds) -> path of a WAV with the loudest ``seconds`` of an espeak-ng line."""
+    folder = tmp_path_factory.mktemp("speech")
+    raw = folder / "espeak.wav"
+    subprocess.run(["espeak-ng", "-w", str(raw), SPEECH_TEXT], check=True, capture_output=True)
+    wav, rate = sf.read(str(raw), dtype="float32")
+    energy = np.convolve(np.abs(wav), np.ones(rate // 5, np.float32), mode="valid")
+    start = int(np.argmax(energy))  # loudest 0.2 s: never refused as silence
+
+    def cut(name: str, seconds: float) -> Path:
+        n = int(round(seconds * rate))
+        path = folder / f"{name}.wav"
+        sf.write(str(path), wav[start : start + n], rate)
+        return path
+
+    return cut
+
+
+def audio_seconds(path: Path) -> float:
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
+
+
+def expected_frames(seconds: float, fps: float) -> int:
+    """round(seconds * fps), halves up (the clips below stay clear of .5)."""
+    return max(1, math.floor(seconds * fps + 0.5))
+
+
+@pytest.fixture(scope="module")
+def people(fixtures_dir) -> Path:
+    return fixtures_dir / "people_0.png"
+
+
+def config(preprocess: str = "crop", size: int = 256, batch_size: int = 4, **coeffs):
+    return PipelineConfig(
+        extract=ExtractConfig(preprocess=preprocess, size=size, detector="dlib"),
+        coeffs=CoeffConfig(**coeffs),
+        render=RenderConfig(batch_size=batch_size),
+    )
+
+
+@pytest.fixture(scope="module")
+def pipe(weights_dir):
+    return SadTalkerPipeline(weights_dir, "cpu")
+
+
+@pytest.fixture(scope="module")
+def face_crop(pipe, people):
+    return pipe.extract(people, config())
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+
+
+def probe_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def probe(path: Path) -> dict:
+    """Streams, sizes, durations and decoded frames of an MP4 (PyAV)."""
+    out: dict = {}
+    with av.open(str(path)) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1, c.streams
+        v, a = c.streams.video[0], c.streams.audio[0]
+        out.update(
+            vcodec=v.codec_context.name,
+            pix_fmt=v.codec_context.pix_fmt,
+            size=(v.codec_context.width, v.codec_context.height),
+            video_s=float(v.duration * v.time_base),
+            acodec=a.codec_context.name,
+            audio_s=float(a.duration * a.time_base),
+            fps=float(v.average_rate),
+        )
+    out["frames"] = probe_frames(path)
+    with av.open(str(path)) as c:
+        out["audio"] = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    return out
+
+
+def even(n: int) -> int:
+    return n + n % 2
+
+
+def crop_output_size(face, size: int) -> tuple[int, int]:
+    """(W, H) of a crop-mode video: width ``size``, height int(size * h / w), even-padded."""
+    w, h = face.crop_info.face_size
+    return size, even(int(size * h / w))
+
+
+def check_mp4(path: Path, seconds: float, fps: float, size: tuple[int, int]) -> dict:
+    """H.264 yuv420p + AAC, round(seconds * fps) frames of ``size``, audio as long as the video."""
+    info = probe(path)
+    assert info["vcodec"] == "h264" and info["pix_fmt"] == "yuv420p", info
+    assert info["acodec"] == "aac"
+    n = expected_frames(seconds, fps)
+    assert len(info["frames"]) == n, (len(info["frames"]), n)
+    assert info["size"] == size
+    assert info["frames"][0].shape == (size[1], size[0], 3)
+    assert info["fps"] == pytest.approx(fps)
+    assert info["video_s"] == pytest.approx(n / fps, abs=1e-6)
+    assert abs(info["audio_s"] - info["video_s"]) <= 1.0 / fps, (info["audio_s"], info["video_s"])
+    return info
+
+
+def files_in(folder: Path) -> list[str]:
+    """Every file below ``folder`` (hidden temp files included); [] when it does not exist."""
+    if not folder.exists():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------------------------
+# Library
+
+
+def test_crop_256_end_to_end(pipe, people, face_crop, speech, tmp_path):
+    wav = speech("crop256", 0.11)  # 2.75 frames at 25 fps -> 3 frames, in batches of 2 + 1
+    seconds = audio_seconds(wav)
+    stages = []
+    out = pipe.run(
+        people,
+        wav,
+        tmp_path / "crop.mp4",
+        config(batch_size=2),
+        progress=lambda stage, done, total: stages.append((stage, done, total)),
+    )
+    assert out == tmp_path / "crop.mp4"
+    info = check_mp4(out, seconds, 25, crop_output_size(face_crop, 256))
+    assert files_in(tmp_path) == ["crop.mp4"]  # the temp file was renamed, nothing left
+    assert stages[:2] == [("extract", 1, 1), ("coefficients", 1, 1)]
+    assert [s for s in stages if s[0] == "render"] == [("render", 2, 3), ("render", 3, 3)]
+    assert np.abs(info["audio"]).max() > 0.05  # the speech is in the file, not silence
+    assert max(float(f.std()) for f in info["frames"]) > 1.0  # real pictures, not a flat fill
+
+
+def test_second_clip_reuses_the_loaded_networks(pipe, people, face_crop, speech, tmp_path):
+    """A second clip (here at 30 fps) in the same process builds and reads no network again."""
+    renderer = pipe.renderer(256, "crop")
+    coeff_models = pipe.coeff_models(256)
+    recon = pipe.extractor.recon
+    cached = set(registry._modules)
+    built = []
+    build = registry._build_empty
+    opened = []
+    open_ckpt = registry.open_checkpoint
+
+    def counting_build(*args, **kwargs):
+        built.append(args[0].id)
+        return build(*args, **kwargs)
+
+    def counting_open(path):
+        opened.append(Path(path).name)
+        return open_ckpt(path)
+
+    wav = speech("second30", 0.045)  # 1.35 frames at 30 fps -> 1 frame
+    mp = pytest.MonkeyPatch()
+    mp.setattr(registry, "_build_empty", counting_build)
+    mp.setattr(registry, "open_checkpoint", counting_open)
+    try:
+        out = pipe.run(people, wav, tmp_path / "second.mp4", config(fps=30))
+    finally:
+        mp.undo()
+    assert built == [] and opened == []
+    assert set(registry._modules) == cached
+    assert pipe.renderer(256, "crop") is renderer
+    assert pipe.coeff_models(256) is coeff_models
+    assert pipe.extractor.recon is recon
+    check_mp4(out, audio_seconds(wav), 30, crop_output_size(face_crop, 256))
+
+
+def test_full_mode_pastes_into_the_whole_picture(pipe, fixtures_dir, speech, tmp_path):
+    """Full mode: the video has the picture's size and, away from the face box, its pixels.
+
+    Encoded losslessly (crf 0) so that the comparison is exact up to the yuv420p colour
+    conversion, which the same picture encoded alone through the same writer shows.
+    """
+    source = fixtures_dir / "happy1.png"  # RGBA, 221x226: odd width
+    cfg = replace(config("full"), crf=0)
+    face = pipe.extract(source, cfg)
+    wav = speech("full", 0.05)  # 1.25 frames -> 1 frame
+    coeffs = pipe.coefficients(face, wav, cfg)
+    out = pipe.render_to_file(face, coeffs, tmp_path / "full.mp4", cfg)
+    h, w = face.image.shape[:2]
+    assert (w, h) == Image.open(source).size
+    info = check_mp4(out, audio_seconds(wav), 25, (even(w), even(h)))
+    frame = info["frames"][0][:h, :w].astype(np.float32)  # the even-padding column dropped
+    with VideoWriter(tmp_path / "source.mp4", crf=0) as writer:
+        writer.write(face.image)
+    alone = probe_frames(tmp_path / "source.mp4")[0][:h, :w].astype(np.float32)
+    src = face.image.astype(np.float32)
+
+    x0, y0, x1, y1 = (round(v) for v in face.crop_info.image_box_original)
+    far = np.ones((h, w), bool)  # at least OUTSIDE_MARGIN px outside the paste box
+    far[
+        max(0, y0 - OUTSIDE_MARGIN) : y1 + OUTSIDE_MARGIN,
+        max(0, x0 - OUTSIDE_MARGIN) : x1 + OUTSIDE_MARGIN,
+    ] = False
+    assert far.sum() > 2000, "the fixture leaves too little background to compare"
+    exact = np.abs(frame - alone).max(axis=2)[far]
+    assert exact.max() <= TOL_CONVERSION, exact.max()
+    blurred = np.abs(cv2.blur(frame, (BLUR, BLUR)) - cv2.blur(src, (BLUR, BLUR)))[far]
+    assert blurred.mean() <= TOL_BACKGROUND_MEAN, blurred.mean()
+    # ... while the face box holds the rendered face, not the source picture
+    box = np.abs(frame[y0:y1, x0:x1] - src[y0:y1, x0:x1]).mean()
+    assert box > 4 * TOL_BACKGROUND_MEAN, box
+
+
+@pytest.mark.slow
+def test_crop_512_short_clip(pipe, people, tmp_path):
+    cfg = config(size=512, batch_size=2, idle_seconds=0.04)  # 1 frame (~40-100 s on a CPU)
+    face = pipe.extract(people, cfg)
+    assert face.size == 512 and face.crop.shape == (512, 512, 3)
+    coeffs = pipe.coefficients(face, None, cfg)
+    out = pipe.render_to_file(face, coeffs, tmp_path / "crop512.mp4", cfg)
+    check_mp4(out, 0.04, 25, crop_output_size(face, 512))
+    assert pipe.renderer(512, "crop") is not pipe.renderer(256, "crop")
+
+
+def test_cancel_leaves_no_file(pipe, face_crop, tmp_path):
+    # 2 frames in 2 batches; at 5 fps one frame carries enough audio for the muxer to start the
+    # temp file on disk during the first batch
+    cfg = config(batch_size=1, fps=5, idle_seconds=0.4)
+    coeffs = pipe.coefficients(face_crop, None, cfg)
+    assert coeffs.num_frames == 2
+    folder = tmp_path / "out"
+    seen = []
+
+    def should_cancel() -> bool:
+        """Render the first batch, then cancel once its frame is being written to disk."""
+        if seen:
+            deadline = time.monotonic() + 30.0  # the writer may encode in a worker thread
+            while not files_in(folder) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        seen.append(files_in(folder))
+        return len(seen) > 1
+
+    with pytest.raises(CancelledError):
+        pipe.render_to_file(
+            face_crop, coeffs, folder / "cancelled.mp4", cfg, should_cancel=should_cancel
+        )
+    assert len(seen) == 2
+    assert any(name.endswith(".partial.mp4") for name in seen[1]), seen  # it was being written
+    assert files_in(folder) == []  # ... and nothing is left, not even the temp file
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "sadtalker_core", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_cli_official_flags(weights_dir, people, face_crop, speech, tmp_path):
+    wav = speech("cli", 0.05)  # 1 frame
+    results = tmp_path / "results"
+    proc = _cli(
+        "--source_image", str(people),
+        "--driven_audio", str(wav),
+        "--checkpoint_dir", str(weights_dir),
+        "--detector", "dlib",
+        "--result_dir", str(results),
+        "--batch_size", "4",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = Path(proc.stdout.strip().splitlines()[-1])
+    assert out == results / "people_0__cli.mp4" and out.is_file()
+    assert files_in(results) == ["people_0__cli.mp4"]
+    check_mp4(out, audio_seconds(wav), 25, crop_output_size(face_crop, 256))
+
+
+def test_cli_batch_csv_loads_the_models_once(weights_dir, people, face_crop, speech, tmp_path):
+    clips = [speech("batch_a", 0.05), speech("batch_b", 0.05)]  # 1 frame each
+    table = clips[0].parent / "jobs.csv"  # audio given relative to the CSV's folder
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "audio"])
+        writer.writerows([[str(people), clip.name] for clip in clips])
+    results = tmp_path / "results"
+    proc = _cli(
+        "--batch", str(table),
+        "--checkpoint_dir", str(weights_dir),
+        "--detector", "dlib",
+        "--result_dir", str(results),
+        "--batch_size", "4",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    names = ["people_0__batch_a.mp4", "people_0__batch_b.mp4"]
+    assert proc.stdout.strip().splitlines() == [str(results / n) for n in names]
+    assert files_in(results) == names
+    for name, clip in zip(names, clips):
+        check_mp4(results / name, audio_seconds(clip), 25, crop_output_size(face_crop, 256))
+    loads = [line for line in proc.stderr.splitlines() if " loaded " in f" {line}"]
+    for network in ("generator", "kp_extractor", "mapping", "audio2exp", "audio2pose"):
+        assert sum(f"loaded {network} from" in line for line in loads) == 1, loads
+
+
+def _run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI's entry point in this process (networks already cached: no reload cost)."""
+    rc = main(list(args))
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_cli_bad_inputs_exit_1_without_output(weights_dir, people, face_crop, capsys, tmp_path):
+    results = tmp_path / "results"
+    common = ("--checkpoint_dir", str(weights_dir), "--detector", "dlib", "--cpu")
+    common += ("--result_dir", str(results))
+    missing = tmp_path / "nowhere" / "speech.wav"
+    rc, out, err = _run_main(
+        capsys, "--source_image", str(people), "--driven_audio", str(missing), *common
+    )
+    assert rc == 1 and out == ""
+    assert err.startswith("error: ") and "not found" in err and str(missing) in err, err
+
+    blank = tmp_path / "blank.png"  # a picture without a face
+    Image.fromarray(np.full((160, 160, 3), 128, np.uint8)).save(blank)
+    wav = tmp_path / "speech.wav"
+    sf.write(str(wav), 0.5 * np.sin(np.linspace(0, 400, 1600)).astype(np.float32), 16000)
+    rc, out, err = _run_main(
+        capsys, "--source_image", str(blank), "--driven_audio", str(wav), *common
+    )
+    assert rc == 1 and out == ""
+    assert err.startswith("error: No face found") and "blank.png" in err, err
+    assert files_in(results) == []
+
+
+def test_cli_enhancer_is_a_clear_error(weights_dir, people, capsys, tmp_path):
+    results = tmp_path / "results"
+    rc, out, err = _run_main(
+        capsys,
+        "--source_image", str(people),
+        "--driven_audio", str(tmp_path / "speech.wav"),
+        "--checkpoint_dir", str(weights_dir),
+        "--result_dir", str(results),
+        "--enhancer", "gfpgan",
+    )  # fmt: skip
+    assert rc == 1 and out == ""
+    assert err.startswith("error: ") and "enhancer" in err and "not available" in err, err
+    assert files_in(results) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--driven_audio", "a.wav", "--idle_seconds", "1"), "not both"),
+        (("--driven_audio", "a.wav", "--pose_style", "46"), "pose_style"),
+        (("--driven_audio", "a.wav", "--batch_size", "0"), "batch_size"),
+        (("--idle_seconds", "0.001"), "idle_seconds"),
+    ],
+)
+def test_cli_bad_options_exit_1_before_loading(args, message, people, capsys, tmp_path):
+    rc, out, err = _run_main(
+        capsys, "--source_image", str(people), "--result_dir", str(tmp_path / "r"), *args
+    )
+    assert rc == 1 and out == ""
+    assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+    assert files_in(tmp_path) == []
+
+
+def test_cli_malformed_batch_csv(capsys, tmp_path):
+    table = tmp_path / "jobs.csv"
+    table.write_text("image,audio\nface.png\n")
+    rc, out, err = _run_main(capsys, "--batch", str(table), "--result_dir", str(tmp_path / "r"))
+    assert rc == 1 and out == ""
+    assert err.startswith("error: Line 2 of") and "image,audio" in err, err
