@@ -12,7 +12,57 @@ from .devices import TerminalBar, auto_device, say
 
 log = logging.getLogger(__name__)
 
-_DEFAULTS = CoeffConfig()
+
+def add_motion_arguments(parser: argparse.ArgumentParser) -> None:
+    """The motion options shared by ``coeffs`` and ``generate`` (one source of help: FIELD_HELP)."""
+    d = CoeffConfig()
+    parser.add_argument("--seed", type=int, default=d.seed, help=FIELD_HELP["seed"])
+    parser.add_argument(
+        "--pose_style", type=int, default=d.pose_style, help=FIELD_HELP["pose_style"]
+    )
+    parser.add_argument("--still", action="store_true", help=FIELD_HELP["still"])
+    parser.add_argument("--fps", type=float, default=d.fps, help=FIELD_HELP["fps"])
+    parser.add_argument(
+        "--expression_scale",
+        type=float,
+        default=d.expression_scale,
+        help=FIELD_HELP["expression_scale"],
+    )
+    parser.add_argument(
+        "--head_motion_scale",
+        type=float,
+        default=d.head_motion_scale,
+        help=FIELD_HELP["head_motion_scale"],
+    )
+    parser.add_argument(
+        "--no_blink", "--no-blink", dest="blink", action="store_false", help="no eye blinks"
+    )
+    for axis in ("yaw", "pitch", "roll"):
+        parser.add_argument(
+            f"--input_{axis}",
+            nargs="+",
+            type=float,
+            metavar="DEG",
+            help=FIELD_HELP[f"input_{axis}"],
+        )
+    parser.add_argument("--idle_seconds", type=float, default=None, help=FIELD_HELP["idle_seconds"])
+
+
+def coeff_config(args: argparse.Namespace) -> CoeffConfig:
+    """CoeffConfig from the options of :func:`add_motion_arguments` (ValueError when out of range)."""
+    return CoeffConfig(
+        seed=args.seed,
+        pose_style=args.pose_style,
+        expression_scale=args.expression_scale,
+        head_motion_scale=args.head_motion_scale,
+        still=args.still,
+        blink=args.blink,
+        fps=args.fps,
+        input_yaw=tuple(args.input_yaw) if args.input_yaw else None,
+        input_pitch=tuple(args.input_pitch) if args.input_pitch else None,
+        input_roll=tuple(args.input_roll) if args.input_roll else None,
+        idle_seconds=args.idle_seconds,
+    )
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -36,33 +86,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="output coefficients .npz")
     p.add_argument("--mat", type=Path, help="also write the official .mat layout (coeff_3dmm)")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help=FIELD_HELP["seed"])
-    p.add_argument(
-        "--pose_style", type=int, default=_DEFAULTS.pose_style, help=FIELD_HELP["pose_style"]
-    )
-    p.add_argument("--still", action="store_true", help=FIELD_HELP["still"])
-    p.add_argument("--fps", type=float, default=_DEFAULTS.fps, help=FIELD_HELP["fps"])
-    p.add_argument(
-        "--expression_scale",
-        type=float,
-        default=_DEFAULTS.expression_scale,
-        help=FIELD_HELP["expression_scale"],
-    )
-    p.add_argument(
-        "--head_motion_scale",
-        type=float,
-        default=_DEFAULTS.head_motion_scale,
-        help=FIELD_HELP["head_motion_scale"],
-    )
-    p.add_argument("--no-blink", dest="blink", action="store_false", help="no eye blinks")
-    for axis in ("yaw", "pitch", "roll"):
-        p.add_argument(
-            f"--input_{axis}",
-            nargs="+",
-            type=float,
-            metavar="DEG",
-            help=FIELD_HELP[f"input_{axis}"],
-        )
+    add_motion_arguments(p)
     p.add_argument(
         "--ref_eyeblink",
         type=Path,
@@ -73,7 +97,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="coefficient file (.npz/.mat) of a reference video whose head motion to add",
     )
-    p.add_argument("--idle_seconds", type=float, default=None, help=FIELD_HELP["idle_seconds"])
     p.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
     p.add_argument(
         "--size", type=int, choices=(256, 512), default=256, help="which combined file to use"
@@ -95,19 +118,7 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
         return 1
     bar = TerminalBar("coefficients", "frame")
     try:
-        config = CoeffConfig(
-            seed=args.seed,
-            pose_style=args.pose_style,
-            expression_scale=args.expression_scale,
-            head_motion_scale=args.head_motion_scale,
-            still=args.still,
-            blink=args.blink,
-            fps=args.fps,
-            input_yaw=args.input_yaw,
-            input_pitch=args.input_pitch,
-            input_roll=args.input_roll,
-            idle_seconds=args.idle_seconds,
-        )
+        config = coeff_config(args)
         result = generate_coeffs(
             load_source(args.face),
             args.driven_audio,

@@ -10,8 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .coeffs import FIELD_HELP, CoeffConfig, load_coeff_rows
-from .devices import say
+from .coeffs import load_coeff_rows
+from .coeffs_cli import add_motion_arguments, coeff_config
+from .devices import TerminalBar, say
 from .errors import SadTalkerError
 from .face.detect import AUTO, DETECTORS
 from .face.extract import ExtractConfig
@@ -84,35 +85,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         choices=("feather", "poisson"),
         help="paste-back for full modes",
     )
-    mot = p.add_argument_group("motion")
-    d = CoeffConfig()
-    mot.add_argument("--still", action="store_true", help=FIELD_HELP["still"])
-    mot.add_argument("--pose_style", type=int, default=d.pose_style, help=FIELD_HELP["pose_style"])
-    mot.add_argument(
-        "--expression_scale",
-        type=float,
-        default=d.expression_scale,
-        help=FIELD_HELP["expression_scale"],
-    )
-    mot.add_argument(
-        "--head_motion_scale",
-        type=float,
-        default=d.head_motion_scale,
-        help=FIELD_HELP["head_motion_scale"],
-    )
-    mot.add_argument("--no_blink", action="store_true", help="no random eye blinks")
-    mot.add_argument("--seed", type=int, default=d.seed, help=FIELD_HELP["seed"])
-    mot.add_argument("--fps", type=float, default=d.fps, help=FIELD_HELP["fps"])
-    mot.add_argument(
-        "--idle_seconds", type=float, help="no speech: this many seconds of idle motion"
-    )
-    for axis in ("yaw", "pitch", "roll"):
-        mot.add_argument(
-            f"--input_{axis}",
-            type=float,
-            nargs="+",
-            help=f"{axis} angles in degrees visited over the clip",
-        )
+    add_motion_arguments(p.add_argument_group("motion"))
     run = p.add_argument_group("runtime")
     run.add_argument("--batch_size", type=int, default=2, help="frames per generator call")
     run.add_argument(
@@ -211,19 +184,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
             detector=args.detector,
             face_index=args.face_index,
         ),
-        coeffs=CoeffConfig(
-            seed=args.seed,
-            pose_style=args.pose_style,
-            expression_scale=args.expression_scale,
-            head_motion_scale=args.head_motion_scale,
-            still=args.still,
-            blink=not args.no_blink,
-            fps=args.fps,
-            input_yaw=tuple(args.input_yaw) if args.input_yaw else None,
-            input_pitch=tuple(args.input_pitch) if args.input_pitch else None,
-            input_roll=tuple(args.input_roll) if args.input_roll else None,
-            idle_seconds=args.idle_seconds,
-        ),
+        coeffs=coeff_config(args),
         render=RenderConfig(batch_size=args.batch_size, precision=args.precision),
         blend=args.blend,
         crf=args.crf,
@@ -245,53 +206,39 @@ def run_cli(args: argparse.Namespace) -> int:
     pipe = SadTalkerPipeline(args.checkpoint_dir, "cpu" if args.cpu else args.device)
     ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)
     ref_pose = _reference(args.ref_pose, pipe, cfg.extract)
-    bar = _Bar()
     failed = 0
+    bar = TerminalBar()
     try:
         for i, (image, audio, out) in enumerate(jobs, 1):
-            bar.title = f"[{i}/{len(jobs)}] {image.name}"
+            bar = TerminalBar(f"[{i}/{len(jobs)}] {image.name}", "frame")
+
+            def progress(stage: str, done: int, total: int, bar: TerminalBar = bar) -> None:
+                if stage == "render":
+                    bar(done, total)
+
             try:
                 path = pipe.run(
-                    image, audio, out, cfg, ref_eyeblink=ref_blink, ref_pose=ref_pose, progress=bar
+                    image,
+                    audio,
+                    out,
+                    cfg,
+                    ref_eyeblink=ref_blink,
+                    ref_pose=ref_pose,
+                    progress=progress,
                 )
             except SadTalkerError as e:
                 if len(jobs) == 1:
                     raise
                 failed += 1
-                bar.close()
                 say(
                     f"error: {image.name} + {audio.name if audio else 'idle'}: {e}", file=sys.stderr
                 )
                 continue
-            bar.close()
+            finally:
+                bar.close()
             say(path)
     except KeyboardInterrupt:
         bar.close()
         say("interrupted: no partial video was kept", file=sys.stderr)
         return 130
     return 1 if failed else 0
-
-
-class _Bar:
-    """tqdm progress per stage on the terminal."""
-
-    def __init__(self):
-        self.title = ""
-        self._bar = None
-        self._stage = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != "render":
-            return
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=total, unit="frame", desc=self.title or "render", file=sys.stderr
-            )
-        self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        self._bar = None
