@@ -69,7 +69,7 @@ def download_weights(
     Raises:
         DownloadError: no network or a server error; says which files to fetch by hand and where.
     """
-    dest = Path(dest)
+    dest = Path(dest).expanduser().resolve()
     dest.mkdir(parents=True, exist_ok=True)
     todo = []
     for name in names:
