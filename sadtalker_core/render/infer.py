@@ -77,7 +77,7 @@ class RenderModels:
 
     @property
     def coeff_nc(self) -> int:
-        return int(self.mapping.state_dict()["first.0.weight"].shape[1])
+        return self.mapping.cfg.coeff_nc
 
     @property
     def device(self) -> torch.device:
