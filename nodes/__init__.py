@@ -1,4 +1,4 @@
-"""ComfyUI nodes of the pack: merges the mapping dicts of the node modules (relative imports only)."""
+"""ComfyUI nodes of the pack: merges the node modules' mappings (relative imports only)."""
 
 from . import audio, face, loaders, render
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +77,28 @@ class SadTalkerPipeline:
             face, audio, config.coeffs, models=self.coeff_models(face.size), **refs
         )
 
+    def iter_frames(
+        self,
+        face: Face,
+        coeffs: Coeffs,
+        config: PipelineConfig | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """The clip as (B, H, W, 3) uint8 RGB batches, produced as they are rendered: face frames
+        in the crop's aspect ratio, or pasted into the full source picture (full/extfull).
+
+        Args:
+            progress: ``(frames_done, frames_total)`` after each batch; it may raise to cancel.
+            should_cancel: checked before each batch; True raises ``CancelledError``.
+        """
+        cfg = config or PipelineConfig()
+        renderer = self.renderer(face.size, face.preprocess)
+        paste = PasteBack(face, self.device, cfg.blend) if "full" in face.preprocess else None
+        out_hw = output_size(face)
+        for batch in renderer.iter_batches(face, coeffs, cfg.render, progress, should_cancel):
+            yield paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
+
     def render_to_file(
         self,
         face: Face,
@@ -92,17 +114,12 @@ class SadTalkerPipeline:
         cancel leaves no output file.
         """
         cfg = config or PipelineConfig()
-        renderer = self.renderer(face.size, face.preprocess)
-        paste = PasteBack(face, self.device, cfg.blend) if "full" in face.preprocess else None
-        out_hw = output_size(face)
 
         def frames_done(done: int, total: int) -> None:
             if progress is not None:
                 progress("render", done, total)
 
-        batches = renderer.iter_batches(
-            face, coeffs, cfg.render, progress=frames_done, should_cancel=should_cancel
-        )
+        frames = self.iter_frames(face, coeffs, cfg, frames_done, should_cancel)
         with VideoWriter(
             out_path,
             fps=coeffs.fps,
@@ -110,11 +127,8 @@ class SadTalkerPipeline:
             sample_rate=coeffs.sample_rate,
             crf=cfg.crf,
         ) as writer:
-            for batch in batches:
-                frames = (
-                    paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
-                )
-                writer.write(frames)
+            for batch in frames:
+                writer.write(batch)
         return writer.path
 
     def run(

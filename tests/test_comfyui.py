@@ -1,0 +1,321 @@
+"""The node pack inside a real ComfyUI 0.3.64 server: registration and tooltips, a full
+talking-head workflow (LoadImage + LoadAudio -> the four SadTalker nodes -> CreateVideo ->
+SaveVideo), Cancel during rendering, errors, the example workflows; plus the pack root and the
+host adapter imported without ComfyUI.
+
+The server runs on the CPU with this test's own Python: ComfyUI's requirements are installed into
+it once (``ensure_env``, ~60 s the first time; a stamp makes later runs a no-op), so no second
+torch environment is built. Rendering costs ~10 s per 256 px frame on a CPU, so the clip is 0.12 s
+long (3 frames), the cancelled run renders 2, and one server serves the whole module (~1.5 min).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from unittest.mock import patch
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO.parent / "shared" / "hosts"))
+import comfyui_host as ch  # noqa: E402
+
+API_WORKFLOW = REPO / "example_workflows" / "api" / "sadtalker_talking_head_api.json"
+UI_WORKFLOW = REPO / "example_workflows" / "sadtalker_talking_head.json"
+NODE_IDS = ("SadTalkerLoadModels", "SadTalkerFaceCrop", "SadTalkerAudioToCoeffs", "SadTalkerRender")
+SPEECH_TEXT = "Hello there, how are you today?"  # spoken by espeak-ng
+CLIP_SECONDS = 0.12  # 0.12 s x 25 fps = 3 frames
+FPS = 25
+SIZE = 256  # render size of the workflow: output frames are 256 px wide in crop mode
+WORKFLOW_TIMEOUT = 300  # s; a 3-frame clip takes ~40 s on 2 CPU cores
+# Input types the frontend shows as widgets (the others are sockets).
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs and server
+
+
+def write_speech(path: Path, seconds: float) -> None:
+    """The loudest ``seconds`` of an espeak-ng line as a WAV (never refused as silence)."""
+    raw = path.with_name("espeak.wav")
+    subprocess.run(["espeak-ng", "-w", str(raw), SPEECH_TEXT], check=True, capture_output=True)
+    wav, rate = sf.read(str(raw), dtype="float32")
+    n = int(round(seconds * rate))
+    energy = np.convolve(np.abs(wav), np.ones(n, np.float32), mode="valid")
+    start = int(np.argmax(energy))
+    sf.write(str(path), wav[start : start + n], rate)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, fixtures_dir):
+    """One ComfyUI server with this pack; input/ holds a portrait, a blank picture and speech."""
+    input_dir = tmp_path_factory.mktemp("comfy_input")
+    output_dir = tmp_path_factory.mktemp("comfy_output")
+    shutil.copy(fixtures_dir / "people_0.png", input_dir / "people_0.png")
+    Image.new("RGB", (256, 256), (128, 128, 128)).save(input_dir / "blank.png")
+    write_speech(input_dir / "speech.wav", CLIP_SECONDS)
+
+    cache = ch.default_cache_dir()
+    comfy = ch.ensure_comfyui(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    python = ch.ensure_env(
+        comfy, python=sys.executable, pack_dirs=[REPO], log_path=cache / "setup.log"
+    )
+    srv = ch.ComfyUIServer(
+        comfy, python, packs=[REPO], input_dir=input_dir, output_dir=output_dir
+    ).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def api_workflow(weights_dir: Path, image: str, prefix: str) -> dict:
+    """The example API graph, pointed at the test's inputs, weights and the offline detector."""
+    graph = json.loads(API_WORKFLOW.read_text())
+    by_type = {node["class_type"]: node["inputs"] for node in graph.values()}
+    by_type["SadTalkerLoadModels"].update(detector="dlib", checkpoint_dir=str(weights_dir))
+    by_type["LoadImage"]["image"] = image
+    by_type["LoadAudio"]["audio"] = "speech.wav"
+    by_type["SaveVideo"]["filename_prefix"] = prefix
+    return graph
+
+
+def node_id(graph: dict, class_type: str) -> str:
+    return next(k for k, node in graph.items() if node["class_type"] == class_type)
+
+
+# --------------------------------------------------------------------------------------------
+# Registration
+
+
+def test_nodes_registered_with_tooltips(server):
+    for name in NODE_IDS:
+        info = server.object_info(name)[name]
+        assert info["category"] == "SadTalker"
+        assert info["display_name"].startswith("SadTalker ")
+        assert info["description"]
+        assert len(info["output_tooltips"]) == len(info["output"])
+        for section in ("required", "optional"):
+            for inp, spec in info["input"].get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{name}.{inp} has no tooltip"
+
+    render = server.object_info("SadTalkerRender")["SadTalkerRender"]
+    assert render["input_order"]["required"] == [
+        "models",
+        "face",
+        "coeffs",
+        "batch_size",
+        "precision",
+        "blend",
+        "pad_to_even",
+    ]
+    assert render["input"]["required"]["coeffs"][0] == "SADTALKER_COEFFS"
+    assert render["output"] == ["IMAGE", "AUDIO", "FLOAT"]
+    assert render["output_name"] == ["frames", "audio", "fps"]
+    coeffs = server.object_info("SadTalkerAudioToCoeffs")["SadTalkerAudioToCoeffs"]
+    assert coeffs["input"]["required"]["seed"][1]["control_after_generate"] is True
+
+
+# --------------------------------------------------------------------------------------------
+# The talking-head workflow
+
+
+def test_talking_head_workflow(server, weights_dir):
+    graph = api_workflow(weights_dir, "people_0.png", "sadtalker/people")
+    res = server.run_workflow(graph, timeout=WORKFLOW_TIMEOUT)
+
+    assert res.status == "success"
+    assert len(res.files) == 1 and res.files[0].endswith(".mp4")
+    with av.open(res.files[0]) as container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
+        assert audio.rate == 16000  # the render node's AUDIO: the 16 kHz stage waveform
+        assert float(video.average_rate) == FPS
+    assert len(frames) == 3  # round(0.12 s x 25 fps)
+    h, w = frames[0].shape[:2]
+    assert w == SIZE and h % 2 == 0  # crop mode: 256 px wide, padded to even for H.264
+    assert all(f.std() > 5 for f in frames)  # rendered pictures, not blank frames
+
+    render = node_id(graph, "SadTalkerRender")
+    progress = [
+        e["data"] for e in res.events if e["type"] == "progress" and e["data"]["node"] == render
+    ]
+    assert progress, "the render node sent no progress"
+    assert progress[-1]["value"] == progress[-1]["max"] == 3  # one update per batch of frames
+
+
+def test_cancel_interrupts_the_render(server, weights_dir):
+    graph = api_workflow(weights_dir, "people_0.png", "sadtalker/cancelled")
+    graph[node_id(graph, "SadTalkerAudioToCoeffs")]["inputs"]["seed"] = 1  # not the cached run
+    graph[node_id(graph, "SadTalkerRender")]["inputs"]["batch_size"] = 1
+    render = node_id(graph, "SadTalkerRender")
+
+    def cancel_on_first_frame(msg: dict) -> None:
+        if msg["type"] == "progress" and msg["data"]["node"] == render:
+            server.interrupt()
+
+    with pytest.raises(ch.WorkflowInterrupted) as err:
+        server.run_workflow(graph, timeout=WORKFLOW_TIMEOUT, on_event=cancel_on_first_frame)
+    kinds = [m[0] for m in err.value.result.history["status"]["messages"]]
+    assert "execution_interrupted" in kinds and "execution_error" not in kinds
+    assert not list(Path(server.output_dir).glob("sadtalker/cancelled*"))
+
+
+def test_no_face_is_reported_by_the_face_node(server, weights_dir):
+    graph = api_workflow(weights_dir, "blank.png", "sadtalker/blank")
+    with pytest.raises(ch.NodeExecutionError, match="No face") as err:
+        server.run_workflow(graph, timeout=WORKFLOW_TIMEOUT)
+    assert err.value.node_type == "SadTalkerFaceCrop"
+    assert err.value.exception_type.endswith("NoFaceDetectedError")
+
+
+def test_invalid_inputs_are_refused_before_running(server, weights_dir, tmp_path):
+    graph = api_workflow(weights_dir, "people_0.png", "sadtalker/invalid")
+    bad_dir = copy.deepcopy(graph)
+    bad_dir[node_id(graph, "SadTalkerLoadModels")]["inputs"]["checkpoint_dir"] = str(
+        tmp_path / "missing"
+    )
+    with pytest.raises(ch.PromptValidationError, match="is not a folder"):
+        server.queue_prompt(bad_dir)
+    bad_angle = copy.deepcopy(graph)
+    bad_angle[node_id(graph, "SadTalkerAudioToCoeffs")]["inputs"]["input_yaw"] = "0, left"
+    with pytest.raises(ch.PromptValidationError, match="input_yaw must be numbers"):
+        server.queue_prompt(bad_angle)
+
+
+# --------------------------------------------------------------------------------------------
+# Example workflows
+
+
+def ui_to_api(ui: dict, object_info: dict) -> dict:
+    """What the frontend queues for a UI-format workflow: widget values in input order (plus the
+    extra values of seed 'control after generate' and upload widgets), linked inputs as links."""
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        info = object_info[node["type"]]
+        linked = {i["name"]: links[i["link"]] for i in node["inputs"] if i.get("link") is not None}
+        values = iter(node["widgets_values"])
+        inputs = {}
+        for section in ("required", "optional"):
+            for name in info["input_order"].get(section, []):
+                kind, opts = info["input"][section][name][:2]
+                widget = isinstance(kind, list) or kind in WIDGET_TYPES
+                if widget:
+                    value = next(values)
+                    extra = bool(opts.get("control_after_generate")) + bool(
+                        opts.get("image_upload")
+                    )
+                    extra += 2 * bool(opts.get("audio_upload"))  # upload button + player
+                    for _ in range(extra):
+                        next(values)
+                if name in linked:
+                    link = linked[name]
+                    inputs[name] = [str(link[1]), link[2]]
+                    assert link[3] == node["id"]
+                elif widget:
+                    inputs[name] = value
+        assert next(values, None) is None, f"{node['type']}: widgets_values too long"
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+def test_ui_workflow_matches_api_workflow(server):
+    ui = json.loads(UI_WORKFLOW.read_text())
+    api = json.loads(API_WORKFLOW.read_text())
+    info = {n["type"]: server.object_info(n["type"])[n["type"]] for n in ui["nodes"]}
+    expected = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
+    assert ui_to_api(ui, info) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Outside ComfyUI
+
+
+def load_host_with_stubs(models_dir: Path):
+    """nodes/_host.py imported against minimal stand-ins of comfy.* and folder_paths; returns
+    (module, the stub ProgressBar's recorded updates)."""
+    registered: dict[str, list[str]] = {}
+    updates: list[tuple[int, int]] = []
+
+    class ProgressBar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None):
+            updates.append((value, total))
+
+    folder_paths = ModuleType("folder_paths")
+    folder_paths.models_dir = str(models_dir)
+    folder_paths.add_model_folder_path = lambda name, path: registered.setdefault(name, [path])
+    folder_paths.get_folder_paths = lambda name: list(registered[name])
+    comfy = ModuleType("comfy")
+    comfy.utils = ModuleType("comfy.utils")
+    comfy.utils.ProgressBar = ProgressBar
+    comfy.model_management = ModuleType("comfy.model_management")
+    stubs = {
+        "comfy": comfy,
+        "comfy.utils": comfy.utils,
+        "comfy.model_management": comfy.model_management,
+        "folder_paths": folder_paths,
+    }
+    spec = importlib.util.spec_from_file_location("sadtalker_host_stubbed", REPO / "nodes/_host.py")
+    module = importlib.util.module_from_spec(spec)
+    with patch.dict(sys.modules, stubs):
+        spec.loader.exec_module(module)
+    return module, updates
+
+
+def test_host_conversions(tmp_path):
+    host, updates = load_host_with_stubs(tmp_path)
+    assert host.checkpoint_dirs("") == [str(tmp_path / "sadtalker")]
+    assert host.checkpoint_dirs(" /ckpt ") == ["/ckpt", str(tmp_path / "sadtalker")]
+
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (n, 5, 7, 3), dtype=np.uint8) for n in (2, 1)]
+    frames = host.frames_to_image(iter(batches), 3, pad_to_even=True)
+    assert frames.shape == (3, 6, 8, 3) and frames.dtype == torch.float32  # 5x7 -> 6x8
+    expected = np.concatenate(batches).astype(np.float32) / 255.0
+    np.testing.assert_allclose(frames[:, :5, :7].numpy(), expected, atol=1e-7)
+    np.testing.assert_array_equal(frames[:, 5], frames[:, 4])  # last row repeated
+    np.testing.assert_array_equal(frames[:, :, 7], frames[:, :, 6])  # last column repeated
+    assert host.frames_to_image(iter(batches), 3, pad_to_even=False).shape == (3, 5, 7, 3)
+    with pytest.raises(RuntimeError, match="produced 3 frames; 4 were expected"):
+        host.frames_to_image(iter(batches), 4, pad_to_even=False)
+
+    audio = host.audio_to_comfy(np.arange(160, dtype=np.float32), 16000)
+    assert audio["waveform"].shape == (1, 1, 160) and audio["sample_rate"] == 16000
+
+    progress = host.ProgressCallback()
+    progress(2, 5)
+    progress(5, 5)
+    assert updates == [(2, 5), (5, 5)]
+
+
+def test_pack_root_without_comfyui_exports_nothing():
+    spec = importlib.util.spec_from_file_location(
+        "sadtalker_pack_root", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    with patch.dict(sys.modules, {"comfy": None}):  # None: `import comfy` raises ImportError
+        spec.loader.exec_module(module)
+        loaded = [m for m in sys.modules if m.startswith("sadtalker_pack_root.")]
+    assert module.NODE_CLASS_MAPPINGS == {}
+    assert module.NODE_DISPLAY_NAME_MAPPINGS == {}
+    assert module.WEB_DIRECTORY == "./web"
+    assert loaded == []  # the node modules (and torch-heavy core) are not imported
