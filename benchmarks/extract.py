@@ -24,7 +24,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sadtalker_core import registry
+from _weights import find_weights
+
 from sadtalker_core.errors import SadTalkerError
 from sadtalker_core.face.detect import DETECTORS, available_detectors
 from sadtalker_core.face.extract import ExtractConfig, FaceExtractor
@@ -33,21 +34,6 @@ from sadtalker_core.types import PREPROCESS_MODES
 
 FIXTURES = REPO.parent / "shared" / "fixtures"
 PACKAGES = {"official": None, "face_alignment": "face_alignment", "dlib": "dlib"}
-
-
-def _weights(explicit: str | None) -> Path:
-    """Folder with a file holding the 3DMM net, else the generated stand-ins (as the tests)."""
-    dirs = registry.default_checkpoint_dirs(explicit)
-    try:
-        return registry.network_file("face_3drecon", dirs).parent
-    except SadTalkerError:
-        pass
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import generate_official_weights
-
-    dest = Path.home() / ".cache" / "sadtalker_core" / "test-weights"
-    print(f"no official weights found; using generated stand-ins in {dest}")
-    return generate_official_weights(dest)
 
 
 class _Timers:
@@ -109,7 +95,7 @@ def main() -> None:
     ap.add_argument("--video-frames", type=int, default=25)
     args = ap.parse_args()
     device = torch.device(args.device)
-    folder = _weights(args.checkpoint_dir)
+    folder = find_weights(args.checkpoint_dir, ("face_3drecon",))
     sizes = (256, 512) if args.size == "all" else (int(args.size),)
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "

@@ -19,6 +19,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _weights import find_weights
+
 from sadtalker_core import registry
 
 
@@ -41,20 +43,6 @@ def _timed(fn, device, repeat: int) -> float:
     return best
 
 
-def _weights(explicit: str | None) -> Path:
-    dirs = registry.default_checkpoint_dirs(explicit)
-    if registry.find_file("SadTalker_V0.0.2_256.safetensors", dirs) and registry.find_file(
-        "mapping_00229-model.pth.tar", dirs
-    ):
-        return registry.find_file("SadTalker_V0.0.2_256.safetensors", dirs).parent
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import generate_official_weights
-
-    dest = Path.home() / ".cache" / "sadtalker_core" / "test-weights"
-    print(f"no official weights found; using generated stand-ins in {dest}")
-    return generate_official_weights(dest)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,7 +53,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     device = torch.device(args.device)
-    folder = _weights(args.checkpoint_dir)
+    folder = find_weights(args.checkpoint_dir)
     sizes = (256, 512) if args.size == "all" else (int(args.size),)
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, weights {folder}"

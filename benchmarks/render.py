@@ -29,7 +29,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sadtalker_core import registry
+from _weights import find_weights
+
 from sadtalker_core.pasteback import PasteBack
 from sadtalker_core.render.infer import (
     RenderConfig,
@@ -47,17 +48,6 @@ FIXTURES = Path(os.environ.get("SADTALKER_SHARED", REPO.parent / "shared")) / "f
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _weights(explicit: str | None) -> Path:
-    dirs = registry.default_checkpoint_dirs(explicit)
-    found = registry.find_file("SadTalker_V0.0.2_256.safetensors", dirs)
-    if found is not None and registry.find_file("mapping_00229-model.pth.tar", dirs):
-        return found.parent
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import generate_official_weights
-
-    return generate_official_weights(Path.home() / ".cache" / "sadtalker_core" / "test-weights")
 
 
 def synthetic_face(
@@ -293,7 +283,7 @@ def main() -> None:
         rss_child_main(args)
         return
     device = torch.device(args.device)
-    weights = _weights(args.checkpoint_dir)
+    weights = find_weights(args.checkpoint_dir)
     args.weights_path = weights
     print(
         f"torch {torch.__version__}, device {device}"
