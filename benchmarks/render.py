@@ -198,20 +198,33 @@ def bench_e2e(
     )
 
     def once(audio, out):
+        times = {}
         t0 = time.perf_counter()
         face = Face.load(face_npz) if face_npz else pipe.extract(FIXTURES / "people_0.png", cfg)
+        times["face"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
         coeffs = pipe.coefficients(face, audio, cfg)
+        times["coefficients"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        for _ in pipe.iter_frames(face, coeffs, cfg):  # render + paste, frames to host memory
+            pass
+        times["frames only"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
         pipe.render_to_file(face, coeffs, out, cfg)
-        return time.perf_counter() - t0
+        times["frames + encode"] = time.perf_counter() - t1
+        times["total"] = times["face"] + times["coefficients"] + times["frames + encode"]
+        return times
 
     with tempfile.TemporaryDirectory() as tmp:
         once((wav[:2000], 16000), Path(tmp) / "warm.mp4")
-        dt = once((wav, 16000), Path(tmp) / "e2e.mp4")
+        t = once((wav, 16000), Path(tmp) / "e2e.mp4")
     what = (
         "coefficients + render + encode" if face_npz else "extract + coefficients + render + encode"
     )
+    parts = ", ".join(f"{k} {v:.2f} s" for k, v in t.items() if k != "total")
     print(
-        f"end to end ({what}), {seconds:.0f} s of speech at 256: {dt:.1f} s -> {seconds / dt:.2f}x real time"
+        f"end to end ({what}), {seconds:.0f} s of speech at 256, batch {batch}: {t['total']:.1f} s "
+        f"-> {seconds / t['total']:.2f}x real time ({parts})"
     )
 
 
