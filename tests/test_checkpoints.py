@@ -140,6 +140,7 @@ def test_real_pth_tar_with_optimizer_and_discriminator_entries_loads(weights_dir
     assert set(loaded.module.state_dict()) == set(data["mapping"])
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_pickle_that_would_run_code_is_refused(tmp_path):
     class Exploit:
         def __reduce__(self):
