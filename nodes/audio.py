@@ -121,9 +121,7 @@ class SadTalkerAudioToCoeffs:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(
-        cls, input_yaw: str = "", input_pitch: str = "", input_roll: str = ""
-    ):
+    def VALIDATE_INPUTS(cls, input_yaw: str = "", input_pitch: str = "", input_roll: str = ""):
         for name, text in zip(ANGLE_INPUTS, (input_yaw, input_pitch, input_roll)):
             try:
                 parse_angles(text)
