@@ -43,7 +43,9 @@ class SadTalkerRender:
                         "min": 1,
                         "max": MAX_BATCH,
                         "tooltip": "Frames rendered per step: more is faster on a GPU with "
-                        "memory to spare; it is halved automatically when memory runs out.",
+                        "memory to spare; it is halved automatically when memory runs out. "
+                        "Measured on an H100: batch 4 peaks at 2.4 GB, but batch 8 made cuDNN "
+                        "reserve ~33 GB of workspace; prefer 2-4 beside other models.",
                     },
                 ),
                 "precision": (
