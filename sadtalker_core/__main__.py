@@ -48,7 +48,7 @@ def _cmd_check_weights(args: argparse.Namespace) -> int:
         say(
             "Not ready: SadTalker needs SadTalker_V0.0.2_256.safetensors (or _512) and "
             "mapping_00229-model.pth.tar (mapping_00109-model.pth.tar for full/extfull).\n"
-            f"Download them from {registry._RELEASE}/ into {dirs[0]}"
+            f"Download them from {registry.RELEASE_URL}/ into {dirs[0]}"
         )
     if invalid:
         say(f"{len(invalid)} file(s) are invalid: re-download them.")

@@ -18,9 +18,8 @@ from .weights import Checkpoint, StateDict, canonicalize, compare_state_dict, lo
 log = logging.getLogger(__name__)
 
 ENV_CHECKPOINTS = "SADTALKER_CHECKPOINTS"
-_RELEASE = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc"
-_RELEASE_OLD = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2"
-_HF = "https://huggingface.co/vinthony/SadTalker/tree/main"
+RELEASE_URL = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc"
+RELEASE_URL_OLD = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2"
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +145,7 @@ FILES: dict[str, CheckpointFile] = {
             "SadTalker_V0.0.2_256.safetensors",
             "all SadTalker networks for 256 px rendering (except MappingNet)",
             725,
-            f"{_RELEASE}/SadTalker_V0.0.2_256.safetensors",
+            f"{RELEASE_URL}/SadTalker_V0.0.2_256.safetensors",
             _COMBINED_SECTIONS,
             size=256,
         ),
@@ -154,7 +153,7 @@ FILES: dict[str, CheckpointFile] = {
             "SadTalker_V0.0.2_512.safetensors",
             "all SadTalker networks for 512 px rendering (except MappingNet)",
             725,
-            f"{_RELEASE}/SadTalker_V0.0.2_512.safetensors",
+            f"{RELEASE_URL}/SadTalker_V0.0.2_512.safetensors",
             _COMBINED_SECTIONS,
             size=512,
         ),
@@ -162,7 +161,7 @@ FILES: dict[str, CheckpointFile] = {
             "mapping_00229-model.pth.tar",
             "MappingNet for the crop / extcrop / resize modes (70 coefficients)",
             155,
-            f"{_RELEASE}/mapping_00229-model.pth.tar",
+            f"{RELEASE_URL}/mapping_00229-model.pth.tar",
             {"mapping": "mapping"},
             required_entries=("epoch",),
             options={"mapping": {"coeff_nc": 70}},
@@ -171,7 +170,7 @@ FILES: dict[str, CheckpointFile] = {
             "mapping_00109-model.pth.tar",
             "MappingNet for the full / extfull modes (73 coefficients)",
             155,
-            f"{_RELEASE}/mapping_00109-model.pth.tar",
+            f"{RELEASE_URL}/mapping_00109-model.pth.tar",
             {"mapping": "mapping"},
             needed_for="full",
             required_entries=("epoch",),
@@ -181,7 +180,7 @@ FILES: dict[str, CheckpointFile] = {
             "epoch_20.pth",
             "old split format: 3DMM reconstruction net",
             288,
-            f"{_RELEASE_OLD}/epoch_20.pth",
+            f"{RELEASE_URL_OLD}/epoch_20.pth",
             {"face_3drecon": "net_recon"},
             needed_for="legacy",
         ),
@@ -189,7 +188,7 @@ FILES: dict[str, CheckpointFile] = {
             "auido2exp_00300-model.pth",
             "old split format: ExpNet",
             34,
-            f"{_RELEASE_OLD}/auido2exp_00300-model.pth",
+            f"{RELEASE_URL_OLD}/auido2exp_00300-model.pth",
             {"audio2exp": "model"},
             needed_for="legacy",
             required_entries=("epoch",),
@@ -198,7 +197,7 @@ FILES: dict[str, CheckpointFile] = {
             "auido2pose_00140-model.pth",
             "old split format: PoseVAE",
             95,
-            f"{_RELEASE_OLD}/auido2pose_00140-model.pth",
+            f"{RELEASE_URL_OLD}/auido2pose_00140-model.pth",
             {"audio2pose": "model"},
             needed_for="legacy",
             required_entries=("epoch",),
@@ -207,7 +206,7 @@ FILES: dict[str, CheckpointFile] = {
             "facevid2vid_00189-model.pth.tar",
             "old split format: keypoint detector + generator (256 px)",
             2112,
-            f"{_RELEASE_OLD}/facevid2vid_00189-model.pth.tar",
+            f"{RELEASE_URL_OLD}/facevid2vid_00189-model.pth.tar",
             {"kp_extractor": "kp_detector", "generator": "generator"},
             size=256,
             needed_for="legacy",

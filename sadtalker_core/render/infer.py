@@ -189,7 +189,7 @@ class Renderer:
         angles = [degrees.get(axis) for axis in ("yaw", "pitch", "roll")]
         yield from self.stream(
             source_tensor(face, m.size, self.device),
-            _source_row(face, m.coeff_nc)[0],
+            np.asarray(face.coeff_3dmm[: m.coeff_nc], dtype=np.float32),
             rows,
             config,
             *angles,
@@ -274,19 +274,6 @@ class Renderer:
             start = stop
             if progress is not None:
                 progress(start, total)
-
-    def iter_frames_uint8(
-        self, face: Face, coeffs: Coeffs, config: RenderConfig | None = None, **kwargs
-    ) -> Iterator[np.ndarray]:
-        """Like :meth:`iter_batches` but as (B, H, W, 3) uint8 RGB numpy batches in the crop's
-        aspect ratio (width ``size``, height ``int(size * h / w)`` of the crop, as the official)."""
-        out_hw = output_size(face)
-        for batch in self.iter_batches(face, coeffs, config, **kwargs):
-            yield to_uint8(resize_frames(batch, out_hw))
-
-
-def _source_row(face: Face, coeff_nc: int) -> np.ndarray:
-    return np.asarray(face.coeff_3dmm[:coeff_nc], dtype=np.float32)[None]
 
 
 def output_size(face: Face) -> tuple[int, int]:
