@@ -86,12 +86,15 @@ def _cmd_download_weights(args: argparse.Namespace) -> int:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from .face.extract import ExtractConfig, FaceExtractor
 
-    cfg = ExtractConfig(
-        preprocess=args.preprocess,
-        size=args.size,
-        detector=args.detector,
-        face_index=args.face_index,
-    )
+    try:
+        cfg = ExtractConfig(
+            preprocess=args.preprocess,
+            size=args.size,
+            detector=args.detector,
+            face_index=args.face_index,
+        )
+    except ValueError as e:  # an option out of range: the config says which
+        raise SadTalkerError(str(e)) from e
     face = FaceExtractor(args.checkpoint_dir, auto_device(args.device)).extract(
         args.source_image, cfg
     )
