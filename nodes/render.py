@@ -44,15 +44,17 @@ class SadTalkerRender:
                         "max": MAX_BATCH,
                         "tooltip": "Frames rendered per step: more is faster on a GPU with "
                         "memory to spare; it is halved automatically when memory runs out. "
-                        "Measured on an H100: batch 4 peaks at 2.4 GB, but batch 8 made cuDNN "
-                        "reserve ~33 GB of workspace; prefer 2-4 beside other models.",
+                        "Measured on an H100 at 256 (precision auto): batch 4 peaks at 2.5 GB, "
+                        "batch 8 at 4.4 GB; in exact fp32 batch 8 made cuDNN reserve ~33 GB. "
+                        "On a CPU batch 1-2 is fastest.",
                     },
                 ),
                 "precision": (
                     list(PRECISIONS),
                     {
                         "default": "auto",
-                        "tooltip": "auto: tf32 on CUDA, else fp32. fp32 is exact; tf32 (CUDA) is "
+                        "tooltip": "auto: tf32 on CUDA; on CPU fp32 with Winograd convolutions "
+                        "where they are faster (AVX2 CPUs). fp32 is exact; tf32 (CUDA) is "
                         "faster and visually identical; bf16/fp16 are faster still but "
                         "approximate.",
                     },

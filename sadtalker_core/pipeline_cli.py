@@ -92,7 +92,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="auto: tf32 on CUDA, fp32 elsewhere; bf16/fp16 faster but approximate",
+        help="auto: tf32 on CUDA, fp32 (Winograd convolutions where faster) on CPU; "
+        "fp32: exact; bf16/fp16 faster but approximate",
     )
     run.add_argument("--device", help="cpu | cuda | cuda:N | mps (default: the best available)")
     run.add_argument("--cpu", action="store_true", help="same as --device cpu")

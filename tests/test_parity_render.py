@@ -17,6 +17,7 @@ from sadtalker_core.render import (
     rotation_matrix,
     transform_keypoints,
 )
+from sadtalker_core.render.conv import winograd
 from sadtalker_core.weights import Checkpoint, load_strict
 
 # Tolerances from goldens/README.md.
@@ -221,6 +222,21 @@ def test_rendered_frames_golden(golden, render256):
     _close_image(pred[:1], g["generator_direct_frame0"], "generator_direct_frame0")
     _close_image(pred[:1], g["prediction"][:, 0], "prediction frame 0")
     _close_image(pred[1:], g["prediction"][:, 1], "prediction frame 1 (end to end)")
+
+
+def test_rendered_frame_golden_with_winograd_convolutions(golden, render256, generator):
+    """The CPU fast path (NNPACK Winograd, ``precision="auto"``) stays within the goldens'
+    tolerances, and really differs from the direct convolutions where it is in effect."""
+    s = golden("render_stages")
+    with torch.inference_mode(), winograd() as active:
+        pred = generator.animate(render256["feature_3d"], _t(s["kp_source"]), _t(s["kp_driving"]))
+    _close_image(pred, s["prediction"], "prediction with Winograd convolutions")
+    direct = render256["out"].prediction[:1]
+    deviation = (pred - direct).abs().max().item()
+    if active:
+        assert 0 < deviation < 1e-3
+    else:
+        assert deviation == 0
 
 
 # ------------------------------------------------------------------------------------------

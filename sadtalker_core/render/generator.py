@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ShapeError
+from .conv import Conv2d, conv2d
 from .keypoint import DownBlock2d, DownBlock3d, UpBlock3d
 from .motion import coordinate_grid
 
@@ -119,7 +120,7 @@ class SameBlock2d(nn.Module):
         eps: float = 1e-5,
     ):
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2)
+        self.conv = Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2)
         self.norm = nn.BatchNorm2d(out_ch, eps=eps)
         self.leaky_slope = leaky_slope
 
@@ -206,6 +207,35 @@ class Hourglass3d(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+def _grid_sample_3d(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Trilinear, zero-padded ``grid_sample`` (align_corners=False) of (N, C, D, H, W) volumes at
+    (N, D', H', W', 3) grids -> (N, C, D', H', W').
+
+    PyTorch's CPU kernel for 3-D grids parallelises over the batch only, so one frame runs on one
+    core (16 % of a bf16 frame on a 16-thread Xeon). On CPU each item's grid is cut into chunks
+    along D' that sample the same volume (a stride-0 view, no copy) as a batch: every point is
+    computed by the same code, the result is bit-identical.
+    """
+    n, d = grid.shape[:2]
+    threads = torch.get_num_threads()
+    if volume.device.type != "cpu" or n >= threads or d == 1:
+        return F.grid_sample(
+            volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+    chunks = max(k for k in range(1, min(threads // n, d) + 1) if d % k == 0)
+    outs = []
+    for item, item_grid in zip(volume.split(1), grid.split(1)):
+        parts = F.grid_sample(
+            item.expand(chunks, *item.shape[1:]),
+            item_grid.reshape(chunks, d // chunks, *grid.shape[2:]),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )  # (chunks, C, D'/chunks, H', W')
+        outs.append(parts.transpose(0, 1).reshape(1, parts.shape[1], d, *parts.shape[3:]))
+    return outs[0] if n == 1 else torch.cat(outs)
+
+
 def _sample_volume(volume: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
     """Trilinear ``grid_sample`` of one volume per batch item at M grids each, without copying it.
 
@@ -218,25 +248,13 @@ def _sample_volume(volume: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
     """
     b, m, d, h, w, _ = grids.shape
     if volume.shape[0] == b:
-        out = F.grid_sample(
-            volume,
-            grids.reshape(b, m * d, h, w, 3),
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=False,
-        )  # (B, C, M*D', H', W')
+        out = _grid_sample_3d(volume, grids.reshape(b, m * d, h, w, 3))  # (B, C, M*D', H', W')
         return out.view(b, -1, m, d, h, w)
     if volume.shape[0] != 1:
         raise ShapeError(
             f"Feature volume batch {volume.shape[0]} must be 1 or equal the keypoint batch {b}."
         )
-    out = F.grid_sample(
-        volume,
-        grids.reshape(1, b * m * d, h, w, 3),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )  # (1, C, B*M*D', H', W')
+    out = _grid_sample_3d(volume, grids.reshape(1, b * m * d, h, w, 3))  # (1, C, B*M*D', H', W')
     return out.view(-1, b, m, d, h, w).transpose(0, 1)  # -> (B, C, M, D', H', W')
 
 
@@ -269,7 +287,7 @@ class DenseMotionNetwork(nn.Module):
         self.mask = nn.Conv3d(hc, motions, mc.mask_kernel, padding=mc.mask_kernel // 2)
         self.compress = nn.Conv3d(cfg.feature_channel, mc.compress, kernel_size=1)
         self.norm = nn.BatchNorm3d(mc.compress, eps=cfg.norm_eps)
-        self.occlusion = nn.Conv2d(
+        self.occlusion = Conv2d(
             hc * mc.reshape_depth, 1, mc.occlusion_kernel, padding=mc.occlusion_kernel // 2
         )
 
@@ -364,7 +382,7 @@ class SpectralNormConv2d(nn.Module):
         return w / sigma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
+        return conv2d(x, self.weight(), self.bias, self.padding)
 
 
 class SPADE(nn.Module):
@@ -374,10 +392,10 @@ class SPADE(nn.Module):
         super().__init__()
         self.eps = eps
         self.mlp_shared = nn.Sequential(
-            nn.Conv2d(label_nc, hidden, kernel_size=3, padding=1), nn.ReLU()
+            Conv2d(label_nc, hidden, kernel_size=3, padding=1), nn.ReLU()
         )
-        self.mlp_gamma = nn.Conv2d(hidden, channels, kernel_size=3, padding=1)
-        self.mlp_beta = nn.Conv2d(hidden, channels, kernel_size=3, padding=1)
+        self.mlp_gamma = Conv2d(hidden, channels, kernel_size=3, padding=1)
+        self.mlp_beta = Conv2d(hidden, channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W), seg (B, L, H, W) already at x's resolution -> (B, C, H, W)."""
@@ -418,12 +436,12 @@ class SPADEDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or SPADEDecoderConfig()
         ic, oc = cfg.in_channels, cfg.out_channels
-        self.fc = nn.Conv2d(ic, 2 * ic, 3, padding=1)
+        self.fc = Conv2d(ic, 2 * ic, 3, padding=1)
         for i in range(cfg.num_middle):
             self.add_module(f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, cfg))
         self.up_0 = SPADEResnetBlock(2 * ic, ic, cfg)
         self.up_1 = SPADEResnetBlock(ic, oc, cfg)
-        self.conv_img = nn.Conv2d(oc, cfg.image_channel, 3, padding=1)
+        self.conv_img = Conv2d(oc, cfg.image_channel, 3, padding=1)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         seg = feature
@@ -466,7 +484,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         self.down_blocks = nn.ModuleList(
             DownBlock2d(widths[i], widths[i + 1], 3, eps) for i in range(cfg.num_down_blocks)
         )
-        self.second = nn.Conv2d(widths[-1], cfg.max_features, kernel_size=1)
+        self.second = Conv2d(widths[-1], cfg.max_features, kernel_size=1)
         self.resblocks_3d = nn.Sequential()
         for i in range(cfg.num_resblocks):
             self.resblocks_3d.add_module(f"3dr{i}", ResBlock3d(cfg.reshape_channel, 3, eps))
@@ -474,7 +492,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         self.third = SameBlock2d(
             cfg.reshape_channel * cfg.reshape_depth, mid, 3, cfg.third_leaky_slope, eps
         )
-        self.fourth = nn.Conv2d(mid, mid, kernel_size=1)
+        self.fourth = Conv2d(mid, mid, kernel_size=1)
         self.decoder = SPADEDecoder(cfg.decoder)
 
     def encode_source(self, source_image: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from ..coeffs import camera_degrees
 from ..errors import CancelledError, ShapeError
 from ..registry import default_checkpoint_dirs, load_network, network_file
 from ..types import Coeffs, Face
+from .conv import winograd
 from .motion import HeadMotion, transform_keypoints
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,13 @@ Progress = Callable[[int, int], None]
 class RenderConfig:
     """Options of the render stage."""
 
-    # frames per generator call; 1 is fastest on CPU. On an H100 batch 4 peaked at 2.4 GB but
-    # batch 8 made cuDNN pick a ~33 GB-workspace algorithm: prefer 2-4 beside other models.
+    # frames per generator call; 1-2 is fastest on CPU. On an H100 at 256 (auto = tf32) batch 4
+    # peaks at 2.5 GB and batch 8 at 4.4 GB; in exact fp32 cuDNN picked a ~33 GB-workspace
+    # algorithm at batch 8.
     batch_size: int = 2
-    precision: str = (
-        "fp32"  # fp32 (exact) | tf32 (CUDA, faster) | bf16 | fp16 (opt-in, approximate)
-    )
-    channels_last: bool = False  # NHWC memory layout for the generator (faster 2-D convs on CPU)
+    # auto: tf32 on CUDA; fp32 on CPU with Winograd convolutions where they pay (conv.py).
+    # fp32: exact (direct convolutions, TF32 off). tf32 (CUDA), bf16, fp16: faster, approximate.
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -126,23 +127,32 @@ def source_tensor(face: Face, size: int, device: torch.device) -> torch.Tensor:
     return img
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The numerics ``auto`` stands for on ``device``: tf32 on CUDA, fp32 elsewhere."""
+    if precision == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    return precision
+
+
 @contextlib.contextmanager
 def _precision(precision: str, device: torch.device):
-    """Numerics of the generator: exact fp32 (TF32 off on CUDA), TF32, or bf16/fp16 autocast."""
-    if precision == "auto":
-        precision = "tf32" if device.type == "cuda" else "fp32"
+    """Numerics of the generator: exact fp32 (TF32 off on CUDA, direct convolutions), TF32,
+    bf16/fp16 autocast, or ``auto`` (TF32 on CUDA; on CPU fp32 with Winograd convolutions)."""
+    fast_cpu_convs = precision == "auto" and device.type == "cpu"
+    precision = resolve_precision(precision, device)
     if device.type == "cuda":
         saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
         tf32 = precision == "tf32"
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
-        if precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            with torch.autocast(device_type=device.type, dtype=dtype):
+        with winograd(fast_cpu_convs):
+            if precision in ("bf16", "fp16"):
+                dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+                with torch.autocast(device_type=device.type, dtype=dtype):
+                    yield
+            else:
                 yield
-        else:
-            yield
     finally:
         if device.type == "cuda":
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
@@ -242,8 +252,6 @@ class Renderer:
         kp_canonical = m.kp_extractor(source)  # (1, 15, 3)
         kp_source = transform_keypoints(kp_canonical, m.mapping(src_window))
         generator = m.generator
-        if cfg.channels_last:
-            generator = generator.to(memory_format=torch.channels_last)
         with _precision(cfg.precision, dev):
             feature_3d = generator.encode_source(source)  # (1, 32, 16, S/4, S/4), once per clip
 
