@@ -20,6 +20,8 @@ for n in ("torch", "torchvision"):
         pass
 PYEOF
 "${PIP[@]}" -c .venv/host-pins.txt -r requirements.txt
+# spandrel builds the face enhancers (--enhancer); it needs torchvision, which this venv has.
+"${PIP[@]}" -c .venv/host-pins.txt "spandrel>=0.4"
 "${PIP[@]}" -c .venv/host-pins.txt --no-deps -e .
 
 CKPT=${SADTALKER_CHECKPOINTS:-checkpoints}

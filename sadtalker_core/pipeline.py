@@ -1,4 +1,5 @@
-"""End to end: photo + speech -> talking-head MP4 (extract -> coefficients -> render -> paste -> encode)."""
+"""End to end: photo + speech -> talking-head MP4 (extract -> coefficients -> render -> paste ->
+enhance -> encode)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 from .coeffs import CoeffConfig, CoeffModels, generate_coeffs
 from .devices import auto_device
+from .enhance import EnhanceConfig, FaceEnhancer
 from .face.extract import ExtractConfig, FaceExtractor
 from .image import ImageInput
 from .pasteback import PasteBack
@@ -34,6 +36,7 @@ class PipelineConfig:
     coeffs: CoeffConfig = field(default_factory=CoeffConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     blend: str = "feather"  # paste-back for full/extfull: feather (fast) | poisson (official)
+    enhance: EnhanceConfig | None = None  # face restoration (GFPGAN / RestoreFormer); None: off
     crf: int = 18  # H.264 quality: 0 lossless .. 51 worst; 18 is visually lossless
 
 
@@ -55,6 +58,7 @@ class SadTalkerPipeline:
         self.extractor = FaceExtractor(self.dirs, self.device)
         self._coeff_models: CoeffModels | None = None
         self._renderers: dict[tuple[int, bool], Renderer] = {}
+        self._enhancers: dict[EnhanceConfig, FaceEnhancer] = {}
 
     def coeff_models(self, size: int) -> CoeffModels:
         if self._coeff_models is None:
@@ -68,6 +72,11 @@ class SadTalkerPipeline:
                 RenderModels.load(self.dirs, size, preprocess, self.device)
             )
         return self._renderers[key]
+
+    def enhancer(self, config: EnhanceConfig) -> FaceEnhancer:
+        if config not in self._enhancers:
+            self._enhancers[config] = FaceEnhancer(self.dirs, self.device, config)
+        return self._enhancers[config]
 
     def extract(self, image: ImageInput, config: PipelineConfig) -> Face:
         return self.extractor.extract(image, config.extract)
@@ -86,7 +95,8 @@ class SadTalkerPipeline:
         should_cancel: Callable[[], bool] | None = None,
     ) -> Iterator[np.ndarray]:
         """The clip as (B, H, W, 3) uint8 RGB batches, produced as they are rendered: face frames
-        in the crop's aspect ratio, or pasted into the full source picture (full/extfull).
+        in the crop's aspect ratio, or pasted into the full source picture (full/extfull); with
+        ``config.enhance`` the faces restored and the frames enlarged ``upscale`` times.
 
         Args:
             progress: ``(frames_done, frames_total)`` after each batch; it may raise to cancel.
@@ -95,9 +105,11 @@ class SadTalkerPipeline:
         cfg = config or PipelineConfig()
         renderer = self.renderer(face.size, face.preprocess)
         paste = PasteBack(face, self.device, cfg.blend) if "full" in face.preprocess else None
+        enhancer = self.enhancer(cfg.enhance) if cfg.enhance is not None else None
         out_hw = output_size(face)
         for batch in renderer.iter_batches(face, coeffs, cfg.render, progress, should_cancel):
-            yield paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
+            frames = paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
+            yield enhancer.enhance(frames) if enhancer is not None else frames
 
     def render_to_file(
         self,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from .coeffs import load_coeff_rows
 from .coeffs_cli import add_motion_arguments, coeff_config
 from .devices import TerminalBar, say
+from .enhance import ENHANCERS, EnhanceConfig
 from .errors import SadTalkerError
 from .face.detect import AUTO, DETECTORS
 from .face.extract import ExtractConfig
@@ -99,7 +100,16 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--cpu", action="store_true", help="same as --device cpu")
     run.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
     run.add_argument(
-        "--enhancer", choices=("gfpgan", "RestoreFormer"), help="face enhancer (not available yet)"
+        "--enhancer",
+        choices=tuple(ENHANCERS),
+        help="restore the faces of every frame (GFPGANv1.4.pth / RestoreFormer.pth; needs spandrel)",
+    )
+    run.add_argument(
+        "--enhance_upscale",
+        type=int,
+        default=EnhanceConfig().upscale,
+        choices=(1, 2, 3, 4),
+        help="with --enhancer: output frames this many times larger (official: 2)",
     )
     run.add_argument(
         "--background_enhancer",
@@ -188,6 +198,9 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         coeffs=coeff_config(args),
         render=RenderConfig(batch_size=args.batch_size, precision=args.precision),
         blend=args.blend,
+        enhance=EnhanceConfig(args.enhancer, args.enhance_upscale, args.detector)
+        if args.enhancer
+        else None,
         crf=args.crf,
     )
 
@@ -195,9 +208,10 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 def run_cli(args: argparse.Namespace) -> int:
     from .pipeline import SadTalkerPipeline
 
-    if args.enhancer or args.background_enhancer:
+    if args.background_enhancer:
         raise SadTalkerError(
-            "The face/background enhancer stage is not available yet; run without --enhancer."
+            "The background enhancer (Real-ESRGAN) is not available yet; run without "
+            "--background_enhancer (--enhancer restores the faces)."
         )
     jobs = _jobs(args)
     try:
@@ -205,6 +219,8 @@ def run_cli(args: argparse.Namespace) -> int:
     except ValueError as e:  # an option out of range: the config dataclasses say which
         raise SadTalkerError(str(e)) from e
     pipe = SadTalkerPipeline(args.checkpoint_dir, "cpu" if args.cpu else args.device)
+    if cfg.enhance is not None:
+        pipe.enhancer(cfg.enhance)  # a missing restorer file stops the run before any work
     ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)
     ref_pose = _reference(args.ref_pose, pipe, cfg.extract)
     failed = 0

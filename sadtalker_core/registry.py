@@ -220,6 +220,14 @@ FILES: dict[str, CheckpointFile] = {
             required_keys=("toRGB.0.weight", "stylegan_decoder.style_mlp.1.weight"),
         ),
         CheckpointFile(
+            "RestoreFormer.pth",
+            "RestoreFormer face enhancer (optional, --enhancer RestoreFormer)",
+            290,
+            "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/RestoreFormer.pth",
+            needed_for="enhancer",
+            required_keys=("quantize.embedding.weight", "encoder.conv_in.weight"),
+        ),
+        CheckpointFile(
             "detection_Resnet50_Final.pth",
             "RetinaFace face detector of the official pipeline (optional)",
             105,
@@ -363,6 +371,18 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
             ckpt = Checkpoint(path, spec.download_hint if spec else "")
             _checkpoints[key] = ckpt
         return ckpt
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """Whole state dict of a single-network file: a plain dict, or one wrapped in ``state_dict`` /
+    ``params_ema`` / ``params``, ``module.`` prefixes stripped; a safetensors conversion of the
+    same keys is accepted too. Read safely (``weights_only``) through the process cache."""
+    ckpt = open_checkpoint(path)
+    if ckpt.format == "safetensors":
+        from safetensors.torch import load_file
+
+        return canonicalize(load_file(str(path)))
+    return canonicalize({k: ckpt.section(k) for k in ckpt.keys()})  # noqa: SIM118
 
 
 def clear_cache() -> None:

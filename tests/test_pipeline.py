@@ -387,19 +387,56 @@ def test_cli_bad_inputs_exit_1_without_output(weights_dir, people, face_crop, ca
     assert files_in(results) == []
 
 
-def test_cli_enhancer_is_a_clear_error(weights_dir, people, capsys, tmp_path):
+def test_cli_enhancer_without_its_weights_stops_before_any_work(
+    weights_dir, people, capsys, tmp_path
+):
     results = tmp_path / "results"
     rc, out, err = _run_main(
         capsys,
         "--source_image", str(people),
-        "--driven_audio", str(tmp_path / "speech.wav"),
+        "--driven_audio", str(tmp_path / "speech.wav"),  # does not exist: not reached
         "--checkpoint_dir", str(weights_dir),
         "--result_dir", str(results),
         "--enhancer", "gfpgan",
     )  # fmt: skip
     assert rc == 1 and out == ""
-    assert err.startswith("error: ") and "enhancer" in err and "not available" in err, err
+    assert err.startswith("error: ") and "GFPGANv1.4.pth" in err, err
+    assert registry.FILES["GFPGANv1.4.pth"].url in err
     assert files_in(results) == []
+
+
+def test_cli_background_enhancer_is_a_clear_error(weights_dir, people, capsys, tmp_path):
+    rc, out, err = _run_main(
+        capsys,
+        "--source_image", str(people),
+        "--driven_audio", str(tmp_path / "speech.wav"),
+        "--checkpoint_dir", str(weights_dir),
+        "--background_enhancer", "realesrgan",
+    )  # fmt: skip
+    assert rc == 1 and out == ""
+    assert "background enhancer" in err and "not available" in err, err
+
+
+def test_cli_enhancer_restores_and_doubles_the_frames(
+    weights_dir, restorer_dir, people, face_crop, speech, capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setenv(registry.ENV_CHECKPOINTS, str(restorer_dir))
+    wav = speech("enhanced", 0.05)  # 1 frame
+    out = tmp_path / "enhanced.mp4"
+    rc, stdout, err = _run_main(
+        capsys,
+        "--source_image", str(people),
+        "--driven_audio", str(wav),
+        "--checkpoint_dir", str(weights_dir),
+        "--detector", "dlib",
+        "--enhancer", "gfpgan",
+        "--out", str(out),
+        "--cpu",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert stdout.strip() == str(out)
+    fw, fh = face_crop.crop_info.face_size
+    check_mp4(out, audio_seconds(wav), 25, (512, 2 * int(256 * fh / fw)))  # 2x the rendered frame
 
 
 @pytest.mark.parametrize(

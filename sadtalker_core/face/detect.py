@@ -37,8 +37,8 @@ from ..errors import (
     ModelNotFoundError,
     UnsupportedCheckpointError,
 )
-from ..registry import FILES, default_checkpoint_dirs, find_file, open_checkpoint, require_file
-from ..weights import StateDict, canonicalize, load_strict
+from ..registry import FILES, default_checkpoint_dirs, find_file, read_state_dict, require_file
+from ..weights import load_strict
 from .awing import AWingFAN, landmarks_98_to_68, predict_landmarks98
 from .retinaface import RetinaFace, detect_retinaface
 
@@ -134,20 +134,8 @@ class OfficialDetectorConfig:
     landmark_batch: int = 8  # face crops per AWing forward pass (memory / speed trade-off)
 
 
-def _whole_state_dict(path: Path) -> StateDict:
-    """State dict of a single-network file: plain dict or ``{'state_dict': ...}``, ``module.``
-    prefixes stripped; a safetensors conversion of the same keys is accepted too."""
-    ckpt = open_checkpoint(path)
-    if ckpt.format == "safetensors":
-        from safetensors.torch import load_file
-
-        return canonicalize(load_file(str(path)))
-    names = ckpt.keys()  # top-level entries: tensors, or a 'state_dict' wrapper
-    return canonicalize({k: ckpt.section(k) for k in names})
-
-
 def _load_module(module_cls: type, path: Path, device: torch.device) -> torch.nn.Module:
-    sd = _whole_state_dict(path)
+    sd = read_state_dict(path)
     with torch.device("meta"):
         net = module_cls()
     spec = FILES.get(path.name)
