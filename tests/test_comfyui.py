@@ -34,7 +34,13 @@ import comfyui_host as ch  # noqa: E402
 
 API_WORKFLOW = REPO / "example_workflows" / "api" / "sadtalker_talking_head_api.json"
 UI_WORKFLOW = REPO / "example_workflows" / "sadtalker_talking_head.json"
-NODE_IDS = ("SadTalkerLoadModels", "SadTalkerFaceCrop", "SadTalkerAudioToCoeffs", "SadTalkerRender")
+NODE_IDS = (
+    "SadTalkerLoadModels",
+    "SadTalkerFaceCrop",
+    "SadTalkerAudioToCoeffs",
+    "SadTalkerRender",
+    "SadTalkerEnhance",
+)
 SPEECH_TEXT = "Hello there, how are you today?"  # spoken by espeak-ng
 CLIP_SECONDS = 0.12  # 0.12 s x 25 fps = 3 frames
 FPS = 25
@@ -157,6 +163,38 @@ def test_talking_head_workflow(server, weights_dir):
     ]
     assert progress, "the render node sent no progress"
     assert progress[-1]["value"] == progress[-1]["max"] == 3  # one update per batch of frames
+
+
+def test_enhance_node_restores_and_enlarges_the_frames(server, weights_dir, restorer_dir, tmp_path):
+    folder = tmp_path / "checkpoints"  # the SadTalker files and the restorers in one folder
+    folder.mkdir()
+    for src in [*weights_dir.iterdir(), *restorer_dir.iterdir()]:
+        if src.is_file() and not src.name.startswith("."):
+            (folder / src.name).symlink_to(src)
+    graph = api_workflow(folder, "people_0.png", "sadtalker/enhanced")
+    enhance = "9"
+    graph[enhance] = {
+        "class_type": "SadTalkerEnhance",
+        "inputs": {
+            "models": [node_id(graph, "SadTalkerLoadModels"), 0],
+            "frames": [node_id(graph, "SadTalkerRender"), 0],
+            "enhancer": "gfpgan",
+            "upscale": 2,
+            "batch_size": 4,
+        },
+    }
+    graph[node_id(graph, "CreateVideo")]["inputs"]["images"] = [enhance, 0]
+    res = server.run_workflow(graph, timeout=WORKFLOW_TIMEOUT)
+
+    assert res.status == "success" and len(res.files) == 1
+    with av.open(res.files[0]) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 3
+    assert frames[0].shape[1] == 2 * SIZE  # enlarged twice, as the official enhancer
+    progress = [
+        e["data"] for e in res.events if e["type"] == "progress" and e["data"]["node"] == enhance
+    ]
+    assert progress and progress[-1]["value"] == progress[-1]["max"] == 3
 
 
 def test_cancel_interrupts_the_render(server, weights_dir):
