@@ -34,6 +34,18 @@ def torch_device() -> torch.device:
     return comfy.model_management.get_torch_device()
 
 
+def make_room(bytes_needed: int, device: torch.device) -> None:
+    """Have ComfyUI unload its own models (diffusion model, VAE, ...) from ``device`` until
+    ``bytes_needed`` are free there, so a SadTalker stage does not run out of memory next to them."""
+    if device.type != "cpu":
+        comfy.model_management.free_memory(bytes_needed, device)
+
+
+def release_cache() -> None:
+    """Return cached, unused device memory (cuDNN workspaces, freed activations) to the host."""
+    comfy.model_management.soft_empty_cache()
+
+
 class ProgressCallback:
     """Core ``progress(done, total)`` callback driving a ComfyUI progress bar.
 

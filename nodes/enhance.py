@@ -10,6 +10,8 @@ from . import _host
 from .types import MODELS, SadTalkerModels
 
 FRAMES_PER_STEP = 4  # frames sent to the enhancer at once (progress and Cancel granularity)
+# Device memory asked of ComfyUI before enhancing (restorer + detector, then per 512 px face).
+ENHANCE_MEMORY, ENHANCE_MEMORY_PER_FACE = 1 << 30, 300 << 20
 
 
 class SadTalkerEnhance:
@@ -74,6 +76,8 @@ class SadTalkerEnhance:
         face_enhancer = models.pipeline.enhancer(config)
         total = frames.shape[0]
         progress = _host.ProgressCallback()
+        pipe = models.pipeline
+        _host.make_room(ENHANCE_MEMORY + batch_size * ENHANCE_MEMORY_PER_FACE, pipe.device)
 
         def batches():
             for start in range(0, total, FRAMES_PER_STEP):
@@ -83,7 +87,10 @@ class SadTalkerEnhance:
                 yield face_enhancer.enhance(np.ascontiguousarray(u8))
                 progress(min(start + FRAMES_PER_STEP, total), total)
 
-        return (_host.frames_to_image(batches(), total, pad_to_even=True),)
+        try:
+            return (_host.frames_to_image(batches(), total, pad_to_even=True),)
+        finally:
+            _host.release_cache()
 
 
 NODE_CLASS_MAPPINGS = {"SadTalkerEnhance": SadTalkerEnhance}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..sadtalker_core.pasteback import BLENDS
 from ..sadtalker_core.pipeline import PipelineConfig
-from ..sadtalker_core.render.infer import PRECISIONS, RenderConfig
+from ..sadtalker_core.render.infer import PRECISIONS, RenderConfig, estimate_memory
 from ..sadtalker_core.types import Coeffs, Face
 from . import _host
 from .types import COEFFS, FACE, MODELS, SadTalkerModels
@@ -92,14 +92,19 @@ class SadTalkerRender:
         config = PipelineConfig(
             render=RenderConfig(batch_size=batch_size, precision=precision), blend=blend
         )
-        batches = models.pipeline.iter_frames(
+        pipe = models.pipeline
+        _host.make_room(estimate_memory(face.size, batch_size), pipe.device)
+        batches = pipe.iter_frames(
             face,
             coeffs,
             config,
             progress=_host.ProgressCallback(),
             should_cancel=_host.check_interrupted,
         )
-        frames = _host.frames_to_image(batches, coeffs.num_frames, pad_to_even)
+        try:
+            frames = _host.frames_to_image(batches, coeffs.num_frames, pad_to_even)
+        finally:
+            _host.release_cache()
         audio = _host.audio_to_comfy(coeffs.audio, coeffs.sample_rate)
         return (frames, audio, float(coeffs.fps))
 

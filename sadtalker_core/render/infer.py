@@ -158,6 +158,13 @@ def _precision(precision: str, device: torch.device):
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def estimate_memory(size: int, batch_size: int) -> int:
+    """Bytes of device memory a render needs, networks included (fp32/TF32; measured on an H100
+    at 256 px: 2.5 GiB at batch 4, 4.4 GiB at batch 8; activations scale with the pixel count)."""
+    per_frame = 0.48 * (size / 256) ** 2  # GiB
+    return int((0.6 + per_frame * batch_size) * 2**30)
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
