@@ -7,7 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from sadtalker_core.render import conv
-from sadtalker_core.render.generator import _grid_sample_3d
+from sadtalker_core.render.generator import (
+    DenseMotionConfig,
+    DenseMotionNetwork,
+    GeneratorConfig,
+    _grid_sample_3d,
+)
 
 
 def _conv(cin: int, cout: int, k: int = 3) -> conv.Conv2d:
@@ -92,3 +97,26 @@ def test_parallel_grid_sample_is_bit_identical(n, depth):
     ref = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     assert ours.shape == ref.shape == (n, 4, depth, 5, 9)
     assert torch.equal(ours, ref)
+
+
+def test_motion_coordinates_stay_float32_under_bf16_autocast():
+    """In bf16 a coordinate in [-1, 1] is off by up to 1/256: the sparse motions and the
+    deformation must be computed in float32 whatever the feature volume's precision."""
+    cfg = GeneratorConfig(
+        feature_channel=4,
+        num_kp=3,
+        dense_motion=DenseMotionConfig(
+            block_expansion=4, max_features=8, num_blocks=2, reshape_depth=4, compress=2
+        ),
+    )
+    torch.manual_seed(0)
+    net = DenseMotionNetwork(cfg).eval()
+    feature = torch.randn(1, 4, 4, 16, 16)
+    kp = torch.rand(1, 3, 3) * 1.6 - 0.8  # no motion: every sparse motion is the identity grid
+    with torch.inference_mode():
+        ref = net(feature, kp, kp)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(feature, kp, kp)
+    assert out.deformation.dtype == torch.float32 and out.mask.dtype == torch.float32
+    # the deformation is the identity grid times the kept mask mass, both float32 now
+    assert (out.deformation - ref.deformation).abs().max() < 1e-4

@@ -317,7 +317,10 @@ class DenseMotionNetwork(nn.Module):
         if compressed is None:
             compressed = self.compress_volume(feature_3d)
         c, d, h, w = compressed.shape[1:]
-        grid = coordinate_grid(d, h, w, compressed.dtype, compressed.device)  # (D, H, W, 3)
+        # Coordinates, motions, heatmaps and the deformation stay float32 under bf16/fp16
+        # autocast: in bf16 a coordinate in [-1, 1] would be off by up to 1/4 of a volume voxel.
+        grid = coordinate_grid(d, h, w, torch.float32, compressed.device)  # (D, H, W, 3)
+        kp_driving, kp_source = kp_driving.float(), kp_source.float()
 
         # Sparse motions: identity, then per keypoint j: grid - kp_driving[j] + kp_source[j].
         to_driving = grid - kp_driving.view(b, k, 1, 1, 1, 3)  # (B, K, D, H, W, 3)
@@ -339,7 +342,7 @@ class DenseMotionNetwork(nn.Module):
         # (B, K+1, 5, D, H, W) -> (B, 80, D, H, W) -> (B, 112, D, H, W)
         del hour_in
 
-        mask = F.softmax(self.mask(prediction), dim=1)  # (B, K+1, D, H, W)
+        mask = F.softmax(self.mask(prediction).float(), dim=1)  # (B, K+1, D, H, W), float32
         kept = mask.masked_fill(mask < self.cfg.mask_threshold, 0)
         deformation = (sparse * kept.unsqueeze(-1)).sum(dim=1)
         # (B, K+1, D, H, W, 3) -> (B, D, H, W, 3)
