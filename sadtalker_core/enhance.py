@@ -110,22 +110,25 @@ def _pixel_grid(
     matrix: np.ndarray,
     out_hw: tuple[int, int],
     src_hw: tuple[int, int],
+    device: torch.device,
     offset: tuple[float, float] = (0.0, 0.0),
     scale: float = 1.0,
 ) -> torch.Tensor:
-    """``grid_sample`` grid (1, H, W, 2) sampling a ``src_hw`` image at ``matrix @ p`` for every
-    output pixel p = (x, y) (pixel centres at integers); ``p`` is first mapped by
-    ``(p + offset + 0.5) / scale - 0.5`` (output pixels of an enlarged frame -> frame pixels)."""
-    h, w = out_hw
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    xs = (xs + offset[0] + 0.5) / scale - 0.5
-    ys = (ys + offset[1] + 0.5) / scale - 0.5
+    """``grid_sample`` grid (1, H, W, 2) on ``device`` sampling a ``src_hw`` image at
+    ``matrix @ p`` for every output pixel p = (x, y) (pixel centres at integers); ``p`` is first
+    mapped by ``(p + offset + 0.5) / scale - 0.5`` (output pixels of an enlarged frame -> frame
+    pixels). The three maps are folded into one affine map (float64), evaluated on the device."""
     m = np.asarray(matrix, np.float64)
-    sx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
-    sy = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    c = (np.asarray(offset, np.float64) + 0.5) / scale - 0.5  # frame pixel of output pixel 0
     sh, sw = src_hw
-    grid = np.stack([(sx + 0.5) / sw * 2 - 1, (sy + 0.5) / sh * 2 - 1], axis=-1)
-    return torch.from_numpy(grid.astype(np.float32))[None]
+    norm = np.array([2.0 / sw, 2.0 / sh])  # source pixels -> [-1, 1] (align_corners=False)
+    lin = norm[:, None] * m[:, :2] / scale  # (2, 2): d(normalised) / d(output pixel)
+    off = norm * (m[:, :2] @ c + m[:, 2]) + np.array([1.0 / sw - 1, 1.0 / sh - 1])
+    h, w = out_hw
+    a = torch.from_numpy(np.concatenate([lin, off[:, None]], 1).astype(np.float32)).to(device)
+    xs = torch.arange(w, dtype=torch.float32, device=device).view(1, w, 1)
+    ys = torch.arange(h, dtype=torch.float32, device=device).view(h, 1, 1)
+    return (xs * a[:, 0] + ys * a[:, 1] + a[:, 2])[None]  # (1, H, W, 2)
 
 
 def _template_mask() -> torch.Tensor:
@@ -212,7 +215,9 @@ class FaceEnhancer:
         if found:
             grids = torch.cat(
                 [
-                    _pixel_grid(cv2.invertAffineTransform(m), (FACE_SIZE, FACE_SIZE), (h, w))
+                    _pixel_grid(
+                        cv2.invertAffineTransform(m), (FACE_SIZE, FACE_SIZE), (h, w), self.device
+                    )
                     for _, m in found
                 ]
             )  # template pixels -> frame pixels
@@ -221,7 +226,7 @@ class FaceEnhancer:
             crops = (
                 F.grid_sample(
                     src - fill,
-                    grids.to(self.device),
+                    grids,
                     mode="bilinear",
                     padding_mode="zeros",
                     align_corners=False,
@@ -257,8 +262,9 @@ class FaceEnhancer:
         x1, y1 = min(ww, x1), min(hh, y1)
         if x1 <= x0 or y1 <= y0:
             return
-        grid = _pixel_grid(matrix, (y1 - y0, x1 - x0), (FACE_SIZE, FACE_SIZE), (x0, y0), up)
-        grid = grid.to(self.device)
+        grid = _pixel_grid(
+            matrix, (y1 - y0, x1 - x0), (FACE_SIZE, FACE_SIZE), self.device, (x0, y0), up
+        )
         sampled = F.grid_sample(
             torch.cat([face[None], self._mask], 1),
             grid,
