@@ -69,6 +69,12 @@ def check_interrupted() -> bool:
     return False
 
 
+def image_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """ComfyUI IMAGE (B, H, W, C) float in [0, 1] -> (B, H, W, 3) uint8 RGB (alpha dropped)."""
+    u8 = images[..., :3].mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(u8.cpu().numpy())
+
+
 def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 RGB -> ComfyUI IMAGE (B, H, W, 3) float32 in [0, 1] on the CPU."""
     return torch.from_numpy(np.ascontiguousarray(frames)).float().div_(255.0)

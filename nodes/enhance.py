@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from ..sadtalker_core.enhance import ENHANCERS, EnhanceConfig
+from ..sadtalker_core.enhance import ENHANCERS, EnhanceConfig, estimate_memory
 from . import _host
 from .types import MODELS, SadTalkerModels
 
 FRAMES_PER_STEP = 4  # frames sent to the enhancer at once (progress and Cancel granularity)
-# Device memory asked of ComfyUI before enhancing (restorer + detector, then per 512 px face).
-ENHANCE_MEMORY, ENHANCE_MEMORY_PER_FACE = 1 << 30, 300 << 20
 
 
 class SadTalkerEnhance:
@@ -72,19 +67,17 @@ class SadTalkerEnhance:
     def enhance(
         self, models: SadTalkerModels, frames, enhancer: str, upscale: int, batch_size: int
     ):
-        config = EnhanceConfig(enhancer, upscale, models.detector, batch_size)
-        face_enhancer = models.pipeline.enhancer(config)
+        pipe = models.pipeline
+        _host.make_room(estimate_memory(batch_size), pipe.device)  # before the networks load
+        face_enhancer = pipe.enhancer(EnhanceConfig(enhancer, upscale, models.detector, batch_size))
         total = frames.shape[0]
         progress = _host.ProgressCallback()
-        pipe = models.pipeline
-        _host.make_room(ENHANCE_MEMORY + batch_size * ENHANCE_MEMORY_PER_FACE, pipe.device)
 
         def batches():
             for start in range(0, total, FRAMES_PER_STEP):
                 _host.check_interrupted()
-                chunk = frames[start : start + FRAMES_PER_STEP, ..., :3]
-                u8 = chunk.mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
-                yield face_enhancer.enhance(np.ascontiguousarray(u8))
+                chunk = _host.image_to_uint8(frames[start : start + FRAMES_PER_STEP])
+                yield face_enhancer.enhance(chunk)
                 progress(min(start + FRAMES_PER_STEP, total), total)
 
         try:

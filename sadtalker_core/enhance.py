@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from .errors import MissingDependencyError, UnsupportedCheckpointError
 from .face.detect import DETECTORS, detect_faces, get_detector
-from .registry import FILES, default_checkpoint_dirs, read_state_dict, require_file
+from .registry import FILES, default_checkpoint_dirs, file_key, read_state_dict, require_file
+from .render.infer import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,11 @@ class EnhanceConfig:
             )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
+
+
+def estimate_memory(batch_size: int) -> int:
+    """Bytes of device memory enhancing needs: restorer + detector, then per 512 px face."""
+    return (1 << 30) + batch_size * (300 << 20)
 
 
 def five_points(landmarks68: np.ndarray) -> np.ndarray:
@@ -244,8 +250,7 @@ class FaceEnhancer:
         out = out.contiguous()
         for k, (i, m) in enumerate(found):
             self._paste(out[i], restored[k], m, up)
-        u8 = out.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
-        return u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return to_uint8(out)
 
     def _paste(self, frame: torch.Tensor, face: torch.Tensor, matrix: np.ndarray, up: int) -> None:
         """Blend one restored face into one enlarged (3, H', W') frame, in place, only inside the
@@ -291,7 +296,7 @@ def load_restorer(
         UnsupportedCheckpointError: the file is not the ``arch`` network.
     """
     path = Path(path)
-    key = (str(path.resolve()), path.stat().st_mtime_ns, str(torch.device(device)))
+    key = (*file_key(path), str(torch.device(device)))
     hit = _restorers.get(key)
     if hit is not None:
         return hit

@@ -355,7 +355,8 @@ _checkpoints: dict[tuple, Checkpoint] = {}
 _modules: dict[tuple, LoadedModel] = {}
 
 
-def _file_key(path: Path) -> tuple:
+def file_key(path: Path) -> tuple:
+    """Cache key of a file: resolved path, size and modification time (a replaced file reloads)."""
     st = path.stat()
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
@@ -363,7 +364,7 @@ def _file_key(path: Path) -> tuple:
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Open ``path`` once per process (cached by path, size and modification time)."""
     path = Path(path)
-    key = _file_key(path)
+    key = file_key(path)
     with _lock:
         ckpt = _checkpoints.get(key)
         if ckpt is None:
@@ -433,7 +434,7 @@ def load_network(
     spec = NETWORKS[network]
     path = Path(path)
     device = torch.device(device)
-    key = (_file_key(path), network, str(device), dtype)
+    key = (file_key(path), network, str(device), dtype)
     with _lock:
         hit = _modules.get(key)
         if hit is not None:

@@ -8,8 +8,8 @@ tolerance of the exact result).
 
 The fast path is opt-in per call site: :class:`Conv2d` (a drop-in ``nn.Conv2d`` with the same
 state-dict keys) and :func:`conv2d` use it only inside :func:`winograd`, only on CPU float32
-tensors without autograd, only for convolutions large enough to gain, and only where a one-time
-measurement shows it beating the direct convolution on this machine.
+tensors without autograd, only for convolutions large enough to gain, and only on CPUs where it
+was measured to pay (see :func:`worthwhile`).
 """
 
 from __future__ import annotations
