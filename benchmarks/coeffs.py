@@ -67,9 +67,9 @@ def _speech(seconds: float, rate: int):
 def _models(args):
     import torch
 
-    from sadtalker_core.audio2exp import Audio2ExpNet
-    from sadtalker_core.audio2pose import Audio2PoseNet
-    from sadtalker_core.coeffs import CoeffModels
+    from sadtalker_core.coeffs.audio2exp import Audio2ExpNet
+    from sadtalker_core.coeffs.audio2pose import Audio2PoseNet
+    from sadtalker_core.coeffs.generate import CoeffModels
 
     if args.random_weights:
         torch.manual_seed(0)
@@ -87,7 +87,7 @@ def child(args) -> None:
     import numpy as np
     import torch
 
-    from sadtalker_core.coeffs import CoeffConfig, generate_coeffs
+    from sadtalker_core.coeffs.generate import CoeffConfig, generate_coeffs
 
     models = _models(args)
     src = np.zeros(70, np.float32)

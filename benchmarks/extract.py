@@ -29,7 +29,7 @@ from _weights import find_weights
 from sadtalker_core.errors import SadTalkerError
 from sadtalker_core.face.detect import DETECTORS, available_detectors
 from sadtalker_core.face.extract import ExtractConfig, FaceExtractor
-from sadtalker_core.image import load_image
+from sadtalker_core.io.image import load_image
 from sadtalker_core.types import PREPROCESS_MODES
 
 FIXTURES = REPO.parent / "shared" / "fixtures"

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from _weights import find_weights
 
-from sadtalker_core import registry
+from sadtalker_core.models import registry
 
 
 def _sync(device: torch.device) -> None:
@@ -89,7 +89,7 @@ def main() -> None:
             ("audio2exp x32 frames", _timed(lambda: a2e(mel, ref, blink), device, args.repeat))
         )
 
-        from sadtalker_core.audio2pose.infer import predict_pose
+        from sadtalker_core.coeffs.audio2pose.infer import predict_pose
 
         a2p = registry.load_network("audio2pose", st, device).module
         mel_t = torch.rand(64, 80, 16)

@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from _weights import find_weights
 
-from sadtalker_core.pasteback import PasteBack
+from sadtalker_core.io.video import VideoWriter
+from sadtalker_core.paste import PasteBack
 from sadtalker_core.render.infer import (
     RenderConfig,
     Renderer,
@@ -40,7 +41,6 @@ from sadtalker_core.render.infer import (
     to_uint8,
 )
 from sadtalker_core.types import Coeffs, Face
-from sadtalker_core.video import VideoWriter
 
 FIXTURES = Path(os.environ.get("SADTALKER_SHARED", REPO.parent / "shared")) / "fixtures"
 
@@ -180,8 +180,8 @@ def bench_e2e(
 ) -> None:
     """Speech -> MP4 with the real pipeline at 256 (crop, batch 8); extraction too unless a
     pre-extracted face .npz is given (machines without the offline detector)."""
-    from sadtalker_core.audio_io import load_audio
     from sadtalker_core.face.extract import ExtractConfig
+    from sadtalker_core.io.audio import load_audio
     from sadtalker_core.pipeline import PipelineConfig, SadTalkerPipeline
 
     clip = load_audio(

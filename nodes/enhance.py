@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.enhance import ENHANCERS, EnhanceConfig, estimate_memory
+from ..sadtalker_core.enhance.restore import ENHANCERS, EnhanceConfig, estimate_memory
 from . import _host
 from .types import MODELS, SadTalkerModels
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.pasteback import BLENDS
+from ..sadtalker_core.paste import BLENDS
 from ..sadtalker_core.pipeline import PipelineConfig
 from ..sadtalker_core.render.infer import PRECISIONS, RenderConfig, estimate_memory
 from ..sadtalker_core.types import Coeffs, Face

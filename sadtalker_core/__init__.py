@@ -13,7 +13,7 @@ from .errors import (
     ShapeError,
     UnsupportedCheckpointError,
 )
-from .registry import (
+from .models.registry import (
     FILES,
     NETWORKS,
     CheckpointFile,

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .coeffs import CoeffConfig, CoeffModels, generate_coeffs
+from .coeffs.generate import CoeffConfig, CoeffModels, generate_coeffs
 from .devices import auto_device
-from .enhance import EnhanceConfig, FaceEnhancer
+from .enhance.restore import EnhanceConfig, FaceEnhancer
 from .face.extract import ExtractConfig, FaceExtractor
-from .image import ImageInput
-from .pasteback import PasteBack
-from .registry import default_checkpoint_dirs
+from .io.image import ImageInput
+from .io.video import VideoWriter
+from .models.registry import default_checkpoint_dirs
+from .paste import PasteBack
 from .render.infer import RenderConfig, Renderer, RenderModels, output_size, resize_frames, to_uint8
 from .types import Coeffs, Face
-from .video import VideoWriter
 
 log = logging.getLogger(__name__)
 

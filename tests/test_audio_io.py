@@ -14,9 +14,9 @@ import torch
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
-from sadtalker_core.audio_io import AudioClip, check_min_duration, check_speech, load_audio
-from sadtalker_core.coeffs import frame_counts
+from sadtalker_core.coeffs.generate import frame_counts
 from sadtalker_core.errors import InvalidAudioError
+from sadtalker_core.io.audio import AudioClip, check_min_duration, check_speech, load_audio
 
 DURATION = 2.48  # s; an integer number of samples at 8, 16, 22.05, 44.1 and 48 kHz
 N16 = 39680  # 2.48 s * 16000 Hz

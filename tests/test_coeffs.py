@@ -11,9 +11,9 @@ import pytest
 import torch
 from scipy.io import loadmat, savemat, wavfile
 
-from sadtalker_core.audio import audio_to_mel_windows
-from sadtalker_core.audio2exp import predict_expression
-from sadtalker_core.coeffs import (
+from sadtalker_core.cli.coeffs import add_cli
+from sadtalker_core.coeffs.audio2exp import predict_expression
+from sadtalker_core.coeffs.generate import (
     CoeffConfig,
     CoeffModels,
     blink_schedule,
@@ -26,7 +26,7 @@ from sadtalker_core.coeffs import (
     resample_coeffs,
     save_mat,
 )
-from sadtalker_core.coeffs_cli import add_cli
+from sadtalker_core.coeffs.mel import audio_to_mel_windows
 from sadtalker_core.errors import InvalidAudioError, ShapeError
 from sadtalker_core.types import Coeffs
 

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from sadtalker_core import registry
-from sadtalker_core.download import DownloadError, download_weights
+from sadtalker_core.models import registry
+from sadtalker_core.models.download import DownloadError, download_weights
 
 NAME = "mapping_00229-model.pth.tar"
 

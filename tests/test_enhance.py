@@ -11,8 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sadtalker_core import registry
-from sadtalker_core.enhance import (
+from sadtalker_core.enhance.restore import (
     FACE_TEMPLATE,
     EnhanceConfig,
     FaceEnhancer,
@@ -21,7 +20,8 @@ from sadtalker_core.enhance import (
     load_restorer,
 )
 from sadtalker_core.errors import ModelNotFoundError, UnsupportedCheckpointError
-from sadtalker_core.image import load_image
+from sadtalker_core.io.image import load_image
+from sadtalker_core.models import registry
 
 
 @pytest.fixture(scope="module")

@@ -288,7 +288,7 @@ def test_cli_writes_loadable_npz(run, tmp_path, weights_dir, fixtures_dir):
 
 
 def test_cli_error_leaves_no_file(tmp_path, weights_dir, capsys):
-    from sadtalker_core.__main__ import main
+    from sadtalker_core.cli.main import main
 
     src = tmp_path / "src"
     src.mkdir()

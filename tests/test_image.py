@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from sadtalker_core.errors import InvalidImageError
-from sadtalker_core.image import ALPHA_BACKGROUND, load_image
+from sadtalker_core.io.image import ALPHA_BACKGROUND, load_image
 
 
 def _gradient(h=40, w=60) -> np.ndarray:

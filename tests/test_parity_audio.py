@@ -9,9 +9,9 @@ import pytest
 import torch
 from scipy.io import wavfile
 
-from sadtalker_core import audio
-from sadtalker_core.audio2exp import Audio2ExpConfig, Audio2ExpNet, predict_expression
-from sadtalker_core.audio2pose import (
+from sadtalker_core.coeffs import mel as audio
+from sadtalker_core.coeffs.audio2exp import Audio2ExpConfig, Audio2ExpNet, predict_expression
+from sadtalker_core.coeffs.audio2pose import (
     Audio2PoseConfig,
     Audio2PoseNet,
     latents_from_seed,
@@ -21,7 +21,7 @@ from sadtalker_core.audio2pose import (
     smooth_pose,
 )
 from sadtalker_core.errors import InvalidAudioError, ShapeError
-from sadtalker_core.weights import Checkpoint, load_strict
+from sadtalker_core.models.checkpoint import Checkpoint, load_strict
 
 KEYS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "keys"
 NET_ATOL = 1e-4  # goldens/README: float32 re-implementation vs official, network outputs

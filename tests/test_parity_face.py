@@ -28,7 +28,7 @@ from sadtalker_core.face import (
     load_lm3d_std_68,
     resize_square,
 )
-from sadtalker_core.weights import Checkpoint, load_strict
+from sadtalker_core.models.checkpoint import Checkpoint, load_strict
 
 ATOL_NET = 1e-4  # goldens/README.md: network outputs
 

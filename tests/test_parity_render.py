@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from sadtalker_core.models.checkpoint import Checkpoint, load_strict
 from sadtalker_core.render import (
     HeadMotion,
     KPDetector,
@@ -18,7 +19,6 @@ from sadtalker_core.render import (
     transform_keypoints,
 )
 from sadtalker_core.render.conv import winograd
-from sadtalker_core.weights import Checkpoint, load_strict
 
 # Tolerances from goldens/README.md.
 ATOL_NET = 1e-4  # network outputs (keypoints, logits, deformation, occlusion, mask, features)

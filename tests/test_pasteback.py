@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sadtalker_core.face.align import apply_crop, compute_crop_info, resize_square
-from sadtalker_core.pasteback import PasteBack, feather_mask, paste_box
+from sadtalker_core.paste import PasteBack, feather_mask, paste_box
 from sadtalker_core.types import Face
 
 

@@ -23,14 +23,14 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from sadtalker_core import registry
-from sadtalker_core.__main__ import main
-from sadtalker_core.coeffs import CoeffConfig
+from sadtalker_core.cli.main import main
+from sadtalker_core.coeffs.generate import CoeffConfig
 from sadtalker_core.errors import CancelledError
 from sadtalker_core.face.extract import ExtractConfig
+from sadtalker_core.io.video import VideoWriter
+from sadtalker_core.models import registry
 from sadtalker_core.pipeline import PipelineConfig, SadTalkerPipeline
 from sadtalker_core.render.infer import RenderConfig
-from sadtalker_core.video import VideoWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SPEECH_TEXT = "Hello there, how are you today?"  # spoken by espeak-ng

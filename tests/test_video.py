@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sadtalker_core.errors import SadTalkerError
-from sadtalker_core.video import VideoWriter
+from sadtalker_core.io.video import VideoWriter
 
 
 def _probe(path):

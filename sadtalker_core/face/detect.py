@@ -37,8 +37,14 @@ from ..errors import (
     ModelNotFoundError,
     UnsupportedCheckpointError,
 )
-from ..registry import FILES, default_checkpoint_dirs, find_file, read_state_dict, require_file
-from ..weights import load_strict
+from ..models.checkpoint import load_strict
+from ..models.registry import (
+    FILES,
+    default_checkpoint_dirs,
+    find_file,
+    read_state_dict,
+    require_file,
+)
 from .awing import AWingFAN, landmarks_98_to_68, predict_landmarks98
 from .retinaface import RetinaFace, detect_retinaface
 

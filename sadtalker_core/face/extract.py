@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from ..errors import InvalidImageError, NoFaceDetectedError
-from ..image import ImageInput, load_image
-from ..registry import default_checkpoint_dirs, load_network, network_file
+from ..io.image import ImageInput, load_image
+from ..models.registry import default_checkpoint_dirs, load_network, network_file
 from ..types import PREPROCESS_MODES, Face
 from .align import (
     CropInfo,

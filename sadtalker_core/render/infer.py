@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..coeffs import camera_degrees
+from ..coeffs.generate import camera_degrees
 from ..errors import CancelledError, ShapeError
-from ..registry import default_checkpoint_dirs, load_network, network_file
+from ..models.registry import default_checkpoint_dirs, load_network, network_file
 from ..types import Coeffs, Face
 from .conv import winograd
 from .motion import HeadMotion, transform_keypoints

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..errors import ShapeError
+from ...errors import ShapeError
 from .net import Audio2ExpNet
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Union
 
 import numpy as np
 
-from .errors import InvalidImageError
+from ..errors import InvalidImageError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UnsupportedCheckpointError
+from ..errors import UnsupportedCheckpointError
 
 log = logging.getLogger(__name__)
 

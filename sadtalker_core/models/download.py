@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import SadTalkerError
+from ..errors import SadTalkerError
 from .registry import ENV_CHECKPOINTS, FILES, find_file, validate_file
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ModelNotFoundError, UnsupportedCheckpointError
-from .weights import Checkpoint, StateDict, canonicalize, compare_state_dict, load_strict
+from ..errors import ModelNotFoundError, UnsupportedCheckpointError
+from .checkpoint import Checkpoint, StateDict, canonicalize, compare_state_dict, load_strict
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +43,19 @@ class NetworkSpec:
 
 
 def _build_kp_extractor(sd: StateDict, **options) -> nn.Module:
-    from .render.keypoint import KPDetector, KPDetectorConfig
+    from ..render.keypoint import KPDetector, KPDetectorConfig
 
     return KPDetector(KPDetectorConfig())
 
 
 def _build_generator(sd: StateDict, **options) -> nn.Module:
-    from .render.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
+    from ..render.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 
     return OcclusionAwareSPADEGenerator(GeneratorConfig())
 
 
 def _build_mapping(sd: StateDict, coeff_nc: int | None = None) -> nn.Module:
-    from .render.mapping import MappingNet, MappingNetConfig
+    from ..render.mapping import MappingNet, MappingNetConfig
 
     if coeff_nc is None:
         first = sd.get("first.0.weight")
@@ -64,19 +64,19 @@ def _build_mapping(sd: StateDict, coeff_nc: int | None = None) -> nn.Module:
 
 
 def _build_audio2exp(sd: StateDict, **options) -> nn.Module:
-    from .audio2exp.net import Audio2ExpConfig, Audio2ExpNet
+    from ..coeffs.audio2exp.net import Audio2ExpConfig, Audio2ExpNet
 
     return Audio2ExpNet(Audio2ExpConfig())
 
 
 def _build_audio2pose(sd: StateDict, **options) -> nn.Module:
-    from .audio2pose.cvae import Audio2PoseConfig, Audio2PoseNet
+    from ..coeffs.audio2pose.cvae import Audio2PoseConfig, Audio2PoseNet
 
     return Audio2PoseNet(Audio2PoseConfig())
 
 
 def _build_face_3drecon(sd: StateDict, **options) -> nn.Module:
-    from .face.recon3dmm import ReconNet, ReconNetConfig
+    from ..face.recon3dmm import ReconNet, ReconNetConfig
 
     return ReconNet(ReconNetConfig())
 
@@ -283,7 +283,7 @@ def default_checkpoint_dirs(
     env = os.environ.get(ENV_CHECKPOINTS)
     if env:
         dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    pack = Path(__file__).resolve().parent.parent
+    pack = Path(__file__).resolve().parent.parent.parent
     host = pack.parent
     if host.name == "custom_nodes":
         dirs.append(host.parent / "models" / "sadtalker")

@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import InvalidAudioError
+from ..errors import InvalidAudioError
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import MissingDependencyError, UnsupportedCheckpointError
-from .face.detect import DETECTORS, detect_faces, get_detector
-from .registry import FILES, default_checkpoint_dirs, file_key, read_state_dict, require_file
-from .render.infer import to_uint8
+from ..errors import MissingDependencyError, UnsupportedCheckpointError
+from ..face.detect import DETECTORS, detect_faces, get_detector
+from ..models.registry import (
+    FILES,
+    default_checkpoint_dirs,
+    file_key,
+    read_state_dict,
+    require_file,
+)
+from ..render.infer import to_uint8
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SadTalkerError
+from ..errors import SadTalkerError
 
 log = logging.getLogger(__name__)
 

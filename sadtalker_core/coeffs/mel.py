@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import InvalidAudioError, ShapeError
+from ..errors import InvalidAudioError, ShapeError
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import DEFAULT_MEL, crop_or_pad, mel_windows, melspectrogram
-from .audio2exp import Audio2ExpNet, predict_expression
-from .audio2pose import Audio2PoseNet, latents_from_seed, predict_pose, smooth_pose
-from .audio_io import (
+from ..errors import SadTalkerError, ShapeError
+from ..io.audio import (
     TARGET_RATE,
     AudioClip,
     AudioSource,
@@ -31,8 +29,10 @@ from .audio_io import (
     check_speech,
     load_audio,
 )
-from .errors import SadTalkerError, ShapeError
-from .types import Coeffs, Face
+from ..types import Coeffs, Face
+from .audio2exp import Audio2ExpNet, predict_expression
+from .audio2pose import Audio2PoseNet, latents_from_seed, predict_pose, smooth_pose
+from .mel import DEFAULT_MEL, crop_or_pad, mel_windows, melspectrogram
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class CoeffModels:
             ModelNotFoundError: no file holding the networks was found.
             UnsupportedCheckpointError: the file is damaged or of another architecture.
         """
-        from .registry import default_checkpoint_dirs, load_network, network_file
+        from ..models.registry import default_checkpoint_dirs, load_network, network_file
 
         if dirs is None or isinstance(dirs, (str, os.PathLike)):
             dirs = default_checkpoint_dirs(dirs)

@@ -10,18 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .coeffs import load_coeff_rows
-from .coeffs_cli import add_motion_arguments, coeff_config
-from .devices import TerminalBar, say
-from .enhance import ENHANCERS, EnhanceConfig
-from .errors import SadTalkerError
-from .face.detect import AUTO, DETECTORS
-from .face.extract import ExtractConfig
-from .render.infer import PRECISIONS, RenderConfig
-from .types import PREPROCESS_MODES
+from ..coeffs.generate import load_coeff_rows
+from ..devices import TerminalBar, say
+from ..enhance.restore import ENHANCERS, EnhanceConfig
+from ..errors import SadTalkerError
+from ..face.detect import AUTO, DETECTORS
+from ..face.extract import ExtractConfig
+from ..render.infer import PRECISIONS, RenderConfig
+from ..types import PREPROCESS_MODES
+from .coeffs import add_motion_arguments, coeff_config
 
 if TYPE_CHECKING:
-    from .pipeline import PipelineConfig
+    from ..pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def _reference(path: Path | None, pipe, extract: ExtractConfig):
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
     """The run's PipelineConfig. Raises ValueError for an option out of range."""
-    from .pipeline import PipelineConfig
+    from ..pipeline import PipelineConfig
 
     return PipelineConfig(
         extract=ExtractConfig(
@@ -206,7 +206,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .pipeline import SadTalkerPipeline
+    from ..pipeline import SadTalkerPipeline
 
     if args.background_enhancer:
         raise SadTalkerError(

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ...errors import ShapeError
 from ..audio2exp.infer import window_batch
-from ..errors import ShapeError
 from .cvae import Audio2PoseNet
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .coeffs import FIELD_HELP, CoeffConfig
-from .devices import TerminalBar, auto_device, say
+from ..coeffs.generate import FIELD_HELP, CoeffConfig
+from ..devices import TerminalBar, auto_device, say
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_coeffs(args: argparse.Namespace) -> int:
-    from .coeffs import generate_coeffs, load_coeff_rows, load_source, save_mat
-    from .errors import SadTalkerError
+    from ..coeffs.generate import generate_coeffs, load_coeff_rows, load_source, save_mat
+    from ..errors import SadTalkerError
 
     if (args.driven_audio is None) == (args.idle_seconds is None):
         say(

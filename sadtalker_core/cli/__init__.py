@@ -1,0 +1,1 @@
+"""sadtalker_core.cli."""
