@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sadtalker_core.models import registry  # noqa: E402
+from sadtalker_core import models as registry  # noqa: E402
 
 
 def find_weights(explicit: str | None, needed: tuple[str, ...] = ("generator", "mapping")) -> Path:

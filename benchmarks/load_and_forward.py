@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from _weights import find_weights
 
-from sadtalker_core.models import registry
+from sadtalker_core import models as registry
 
 
 def _sync(device: torch.device) -> None:

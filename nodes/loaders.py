@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..sadtalker_core.face.detect import AUTO, DETECTORS
-from ..sadtalker_core.models.registry import network_file
+from ..sadtalker_core.models import network_file
 from ..sadtalker_core.pipeline import SadTalkerPipeline
 from . import _host
 from .types import MODELS, SadTalkerModels

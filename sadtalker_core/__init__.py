@@ -1,7 +1,15 @@
-"""SadTalker talking-head generation as a host-independent PyTorch library."""
+"""SadTalker talking-head generation as a host-independent PyTorch library.
+
+    from sadtalker_core import PipelineConfig, SadTalkerPipeline
+
+    pipe = SadTalkerPipeline()          # networks load once, on first use
+    pipe.run("photo.png", "speech.wav", "out.mp4", PipelineConfig())
+"""
 
 from __future__ import annotations
 
+from .coeffs.generate import CoeffConfig
+from .enhance.restore import EnhanceConfig
 from .errors import (
     CancelledError,
     InvalidAudioError,
@@ -13,40 +21,33 @@ from .errors import (
     ShapeError,
     UnsupportedCheckpointError,
 )
-from .models.registry import (
-    FILES,
-    NETWORKS,
-    CheckpointFile,
-    LoadedModel,
-    check_weights,
-    clear_cache,
-    default_checkpoint_dirs,
-    find_file,
-    load_network,
-    require_file,
-)
+from .face.extract import ExtractConfig
+from .models import check_weights, default_checkpoint_dirs
+from .pipeline import PipelineConfig, SadTalkerPipeline
+from .render.infer import RenderConfig
+from .types import Coeffs, Face
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "FILES",
-    "NETWORKS",
     "CancelledError",
-    "CheckpointFile",
+    "CoeffConfig",
+    "Coeffs",
+    "EnhanceConfig",
+    "ExtractConfig",
+    "Face",
     "InvalidAudioError",
     "InvalidImageError",
-    "LoadedModel",
     "MissingDependencyError",
     "ModelNotFoundError",
     "NoFaceDetectedError",
+    "PipelineConfig",
+    "RenderConfig",
     "SadTalkerError",
+    "SadTalkerPipeline",
     "ShapeError",
     "UnsupportedCheckpointError",
     "__version__",
     "check_weights",
-    "clear_cache",
     "default_checkpoint_dirs",
-    "find_file",
-    "load_network",
-    "require_file",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,14 +18,14 @@ from .enhance.restore import EnhanceConfig, FaceEnhancer
 from .face.extract import ExtractConfig, FaceExtractor
 from .io.image import ImageInput
 from .io.video import VideoWriter
-from .models.registry import default_checkpoint_dirs
+from .models import MODELS, default_checkpoint_dirs
 from .paste import PasteBack
+from .progress import Progress, ShouldCancel, StageProgress, stage_progress
 from .render.infer import RenderConfig, Renderer, RenderModels, output_size, resize_frames, to_uint8
 from .types import Coeffs, Face
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,27 @@ class SadTalkerPipeline:
         self._renderers: dict[tuple[int, bool], Renderer] = {}
         self._enhancers: dict[EnhanceConfig, FaceEnhancer] = {}
 
+    def _own_entries(self) -> list:
+        return [e.key for e in MODELS.entries() if e.device == self.device]
+
+    def offload(self) -> int:
+        """Move the networks on this pipeline's device to the CPU (a host needs the memory);
+        the next use moves them back. Returns the bytes moved."""
+        moved = MODELS.offload(self._own_entries()) if self.device.type != "cpu" else 0
+        _empty_device_cache(self.device)
+        return moved
+
+    def release(self) -> int:
+        """Forget every network this pipeline loaded (memory freed; the next use loads them
+        again). Returns the bytes released."""
+        freed = MODELS.evict(self._own_entries())
+        self._coeff_models = None
+        self._renderers.clear()
+        self._enhancers.clear()
+        self.extractor = FaceExtractor(self.dirs, self.device)
+        _empty_device_cache(self.device)
+        return freed
+
     def coeff_models(self, size: int) -> CoeffModels:
         if self._coeff_models is None:
             self._coeff_models = CoeffModels.load(self.dirs, size, self.device)
@@ -91,8 +112,8 @@ class SadTalkerPipeline:
         face: Face,
         coeffs: Coeffs,
         config: PipelineConfig | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        should_cancel: Callable[[], bool] | None = None,
+        progress: Progress | None = None,
+        should_cancel: ShouldCancel | None = None,
     ) -> Iterator[np.ndarray]:
         """The clip as (B, H, W, 3) uint8 RGB batches, produced as they are rendered: face frames
         in the crop's aspect ratio, or pasted into the full source picture (full/extfull); with
@@ -117,8 +138,8 @@ class SadTalkerPipeline:
         coeffs: Coeffs,
         out_path: str | os.PathLike,
         config: PipelineConfig | None = None,
-        progress: Progress | None = None,
-        should_cancel: Callable[[], bool] | None = None,
+        progress: StageProgress | None = None,
+        should_cancel: ShouldCancel | None = None,
     ) -> Path:
         """Render, paste back (full modes) and encode as frames are produced; returns the MP4 path.
 
@@ -127,11 +148,9 @@ class SadTalkerPipeline:
         """
         cfg = config or PipelineConfig()
 
-        def frames_done(done: int, total: int) -> None:
-            if progress is not None:
-                progress("render", done, total)
-
-        frames = self.iter_frames(face, coeffs, cfg, frames_done, should_cancel)
+        frames = self.iter_frames(
+            face, coeffs, cfg, stage_progress(progress, "render"), should_cancel
+        )
         with VideoWriter(
             out_path,
             fps=coeffs.fps,
@@ -151,8 +170,8 @@ class SadTalkerPipeline:
         config: PipelineConfig | None = None,
         ref_eyeblink: np.ndarray | None = None,
         ref_pose: np.ndarray | None = None,
-        progress: Progress | None = None,
-        should_cancel: Callable[[], bool] | None = None,
+        progress: StageProgress | None = None,
+        should_cancel: ShouldCancel | None = None,
     ) -> Path:
         """One clip end to end. ``driven_audio`` is anything ``load_audio`` accepts, or None with
         ``config.coeffs.idle_seconds`` set; ``ref_eyeblink``/``ref_pose`` are per-frame coefficient
@@ -167,3 +186,8 @@ class SadTalkerPipeline:
         if progress is not None:
             progress("coefficients", 1, 1)
         return self.render_to_file(face, coeffs, out_path, cfg, progress, should_cancel)
+
+
+def _empty_device_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from sadtalker_core.cli.main import main as cli_main
 from sadtalker_core.errors import ModelNotFoundError, UnsupportedCheckpointError
 from sadtalker_core.models import checkpoint as weights
-from sadtalker_core.models import registry
+from sadtalker_core import models as registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -223,13 +223,21 @@ def test_discovery_order(tmp_path, monkeypatch):
 
 
 def test_host_model_folders_are_searched(tmp_path, monkeypatch):
+    """The library knows no host layout; a command run from a pack inside a host searches the
+    host's model folder (after --checkpoint_dir and the variable, before the pack's own)."""
+    from argparse import Namespace
+
+    from sadtalker_core.cli import common
+
     monkeypatch.delenv(registry.ENV_CHECKPOINTS, raising=False)
+    assert all(p.name == "checkpoints" for p in registry.default_checkpoint_dirs())
     for host, models in (("custom_nodes", "sadtalker"), ("extensions", "SadTalker")):
         pack = tmp_path / host / "ComfyUI-SadTalker"
-        fake_file = pack / "sadtalker_core" / "registry.py"
-        monkeypatch.setattr(registry, "__file__", str(fake_file))
-        dirs = registry.default_checkpoint_dirs()
-        assert dirs[0] == tmp_path / "models" / models
+        assert common.host_model_dirs(pack) == [tmp_path / "models" / models]
+        monkeypatch.setattr(common, "PACK", pack)
+        dirs = common.checkpoint_dirs(Namespace(checkpoint_dir=str(tmp_path / "mine")))
+        assert dirs[:2] == [tmp_path / "mine", tmp_path / "models" / models]
+        assert dirs[-1] == registry.default_checkpoint_dirs()[-1]
 
 
 def _weights_folder(weights_dir: Path, dst: Path, names) -> Path:

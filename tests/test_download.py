@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from sadtalker_core.models import registry
+from sadtalker_core import models as registry
 from sadtalker_core.models.download import DownloadError, download_weights
 
 NAME = "mapping_00229-model.pth.tar"

@@ -22,7 +22,7 @@ from sadtalker_core.errors import InvalidImageError, NoFaceDetectedError
 from sadtalker_core.face import extract as extract_mod
 from sadtalker_core.face.align import apply_crop, load_lm3d_std_68, resize_square
 from sadtalker_core.face.detect import detect_faces, get_detector
-from sadtalker_core.face.extract import ExtractConfig, FaceExtractor, extract_face
+from sadtalker_core.face.extract import ExtractConfig, FaceExtractor
 from sadtalker_core.types import PREPROCESS_MODES, Face
 
 REPO = Path(__file__).resolve().parents[1]
@@ -473,17 +473,18 @@ def test_extract_video_errors(extractor, tmp_path):
 # module-level convenience
 
 
-def test_extract_face_reuses_extractor(weights_dir, fixtures_dir, monkeypatch):
-    monkeypatch.setattr(extract_mod, "_default", {})
+def test_extractors_share_the_cached_network(weights_dir, fixtures_dir):
+    from sadtalker_core.models import MODELS
+
+    MODELS.evict([k for k in MODELS.keys() if "face_3drecon" in k])
     loads = []
-    real = extract_mod.load_network
-    monkeypatch.setattr(
-        extract_mod, "load_network", lambda *a, **k: loads.append(a[0]) or real(*a, **k)
-    )
-    a = extract_face(fixtures_dir / "happy1.png", _dlib(), weights_dir)
-    (ex,) = extract_mod._default.values()
-    recon = ex.recon
-    b = extract_face(fixtures_dir / "happy1.png", _dlib(), weights_dir)
-    assert list(extract_mod._default.values()) == [ex] and ex.recon is recon
-    assert loads == ["face_3drecon"]  # built once, reused by the second call
+    unsubscribe = MODELS.subscribe(lambda event, e: loads.append((event, e.key[1])))
+    try:
+        a = FaceExtractor(weights_dir).extract(fixtures_dir / "happy1.png", _dlib())
+        second = FaceExtractor(weights_dir)
+        b = second.extract(fixtures_dir / "happy1.png", _dlib())
+    finally:
+        unsubscribe()
+    assert [x for x in loads if x[1] == "face_3drecon"] == [("loaded", "face_3drecon")]
+    assert second.recon is FaceExtractor(weights_dir).recon  # one module, built once
     np.testing.assert_array_equal(a.coeff_3dmm, b.coeff_3dmm)

@@ -28,7 +28,7 @@ from sadtalker_core.coeffs.generate import CoeffConfig
 from sadtalker_core.errors import CancelledError
 from sadtalker_core.face.extract import ExtractConfig
 from sadtalker_core.io.video import VideoWriter
-from sadtalker_core.models import registry
+from sadtalker_core import models as registry
 from sadtalker_core.pipeline import PipelineConfig, SadTalkerPipeline
 from sadtalker_core.render.infer import RenderConfig
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from ..coeffs.generate import FIELD_HELP, CoeffConfig
-from ..devices import TerminalBar, auto_device, say
+from ..devices import auto_device
+from .common import TerminalBar, checkpoint_dirs, say
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
             load_source(args.face),
             args.driven_audio,
             config,
-            dirs=args.checkpoint_dir,
+            dirs=checkpoint_dirs(args),
             size=args.size,
             device=auto_device(args.device),
             ref_eyeblink=None if args.ref_eyeblink is None else load_coeff_rows(args.ref_eyeblink),

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..coeffs.generate import load_coeff_rows
-from ..devices import TerminalBar, say
 from ..enhance.restore import ENHANCERS, EnhanceConfig
 from ..errors import SadTalkerError
 from ..face.detect import AUTO, DETECTORS
@@ -19,6 +18,7 @@ from ..face.extract import ExtractConfig
 from ..render.infer import PRECISIONS, RenderConfig
 from ..types import PREPROCESS_MODES
 from .coeffs import add_motion_arguments, coeff_config
+from .common import TerminalBar, checkpoint_dirs, say
 
 if TYPE_CHECKING:
     from ..pipeline import PipelineConfig
@@ -218,7 +218,7 @@ def run_cli(args: argparse.Namespace) -> int:
         cfg = _config(args)
     except ValueError as e:  # an option out of range: the config dataclasses say which
         raise SadTalkerError(str(e)) from e
-    pipe = SadTalkerPipeline(args.checkpoint_dir, "cpu" if args.cpu else args.device)
+    pipe = SadTalkerPipeline(checkpoint_dirs(args), "cpu" if args.cpu else args.device)
     if cfg.enhance is not None:
         pipe.enhancer(cfg.enhance)  # a missing restorer file stops the run before any work
     ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)

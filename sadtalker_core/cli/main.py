@@ -7,14 +7,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..devices import TerminalBar, auto_device, say
+from .. import models as registry
+from ..devices import auto_device
 from ..errors import SadTalkerError
 from ..face.detect import AUTO, DETECTORS
-from ..models import registry
+from .common import TerminalBar, checkpoint_dirs, say
 
 
 def _cmd_check_weights(args: argparse.Namespace) -> int:
-    dirs = registry.default_checkpoint_dirs(args.checkpoint_dir)
+    dirs = checkpoint_dirs(args)
     say("Searching for SadTalker checkpoints in:")
     for d in dirs:
         say(f"  {d}{'' if d.is_dir() else '  (does not exist)'}")
@@ -59,7 +60,7 @@ def _cmd_check_weights(args: argparse.Namespace) -> int:
 def _cmd_download_weights(args: argparse.Namespace) -> int:
     from ..models.download import DownloadError, download_weights, files_for
 
-    dest = args.checkpoint_dir or registry.default_checkpoint_dirs()[0]
+    dest = args.checkpoint_dir or checkpoint_dirs(args)[0]
     sizes = (256, 512) if args.size == "all" else (int(args.size),)
     names = files_for(sizes, enhancer=args.enhancer)
     bars: dict[str, TerminalBar] = {}
@@ -95,7 +96,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         )
     except ValueError as e:  # an option out of range: the config says which
         raise SadTalkerError(str(e)) from e
-    face = FaceExtractor(args.checkpoint_dir, auto_device(args.device)).extract(
+    face = FaceExtractor(checkpoint_dirs(args), auto_device(args.device)).extract(
         args.source_image, cfg
     )
     out = face.save(args.out)

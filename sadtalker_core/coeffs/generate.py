@@ -29,9 +29,17 @@ from ..io.audio import (
     check_speech,
     load_audio,
 )
+from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
+from ..progress import Progress
 from ..types import Coeffs, Face
-from .audio2exp import Audio2ExpNet, predict_expression
-from .audio2pose import Audio2PoseNet, latents_from_seed, predict_pose, smooth_pose
+from .audio2exp import Audio2ExpConfig, Audio2ExpNet, predict_expression
+from .audio2pose import (
+    Audio2PoseConfig,
+    Audio2PoseNet,
+    latents_from_seed,
+    predict_pose,
+    smooth_pose,
+)
 from .mel import DEFAULT_MEL, crop_or_pad, mel_windows, melspectrogram
 
 log = logging.getLogger(__name__)
@@ -47,7 +55,14 @@ EXP_DIM = 64  # expression coefficients, columns 0:64 of a row
 POSE_SLICE = slice(64, 70)  # pose columns of a row: angles 64:67 (rad), translation 67:70
 ROW_DIM = 70  # coefficients per frame
 
-Progress = Callable[[int, int], None]
+
+
+register_network(
+    "audio2exp", lambda sd: Audio2ExpNet(Audio2ExpConfig()), "ExpNet (audio -> expression)"
+)
+register_network(
+    "audio2pose", lambda sd: Audio2PoseNet(Audio2PoseConfig()), "PoseVAE (audio -> head pose)"
+)
 
 
 @dataclass(frozen=True)
@@ -134,17 +149,28 @@ FIELD_HELP: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
 class CoeffModels:
-    """The two networks of the stage, loaded and in eval mode on one device.
+    """The two networks of the stage, on one device.
 
-    Attributes:
-        exp_net: ExpNet (audio -> expression).
-        pose_net: PoseVAE (audio -> head motion).
+    Args:
+        exp_net: ExpNet (audio -> expression), or a model-cache handle returning it.
+        pose_net: PoseVAE (audio -> head motion), or a model-cache handle returning it.
     """
 
-    exp_net: Audio2ExpNet
-    pose_net: Audio2PoseNet
+    def __init__(
+        self,
+        exp_net: Audio2ExpNet | Callable[[], Audio2ExpNet],
+        pose_net: Audio2PoseNet | Callable[[], Audio2PoseNet],
+    ):
+        self._exp, self._pose = exp_net, pose_net
+
+    @property
+    def exp_net(self) -> Audio2ExpNet:
+        return self._exp if isinstance(self._exp, torch.nn.Module) else self._exp()
+
+    @property
+    def pose_net(self) -> Audio2PoseNet:
+        return self._pose if isinstance(self._pose, torch.nn.Module) else self._pose()
 
     @classmethod
     def load(
@@ -154,11 +180,11 @@ class CoeffModels:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> CoeffModels:
-        """Load both networks from the official files (cached per process by the registry).
+        """Load both networks from the official files (through the model cache).
 
         Args:
             dirs: checkpoint folders (searched in order), or one folder, or None for
-                :func:`~sadtalker_core.registry.default_checkpoint_dirs`.
+                :func:`~sadtalker_core.models.default_checkpoint_dirs`.
             size: preferred combined file (256/512); the audio networks are the same in both.
             device: torch device to run on.
             dtype: parameter dtype (float32 unless you know the device needs less).
@@ -167,14 +193,12 @@ class CoeffModels:
             ModelNotFoundError: no file holding the networks was found.
             UnsupportedCheckpointError: the file is damaged or of another architecture.
         """
-        from ..models.registry import default_checkpoint_dirs, load_network, network_file
-
         if dirs is None or isinstance(dirs, (str, os.PathLike)):
             dirs = default_checkpoint_dirs(dirs)
         dirs = [Path(d) for d in dirs]
-        exp = load_network("audio2exp", network_file("audio2exp", dirs, size), device, dtype)
-        pose = load_network("audio2pose", network_file("audio2pose", dirs, size), device, dtype)
-        return cls(exp.module, pose.module)  # type: ignore[arg-type]
+        exp = network_ref("audio2exp", network_file("audio2exp", dirs, size), device, dtype)
+        pose = network_ref("audio2pose", network_file("audio2pose", dirs, size), device, dtype)
+        return cls(exp, pose)
 
     @property
     def device(self) -> torch.device:

@@ -37,14 +37,15 @@ from ..errors import (
     ModelNotFoundError,
     UnsupportedCheckpointError,
 )
-from ..models.checkpoint import load_strict
-from ..models.registry import (
+from ..models import (
     FILES,
+    MODELS,
     default_checkpoint_dirs,
     find_file,
     read_state_dict,
     require_file,
 )
+from ..models.checkpoint import load_strict
 from .awing import AWingFAN, landmarks_98_to_68, predict_landmarks98
 from .retinaface import RetinaFace, detect_retinaface
 
@@ -193,6 +194,10 @@ class OfficialDetector:
         self.retinaface = retinaface
         self.awing = awing
         self.config = config or OfficialDetectorConfig()
+
+    def nn_modules(self) -> list[torch.nn.Module]:
+        """Its networks, for the model cache (offload, bytes)."""
+        return [self.retinaface, self.awing]
 
     @classmethod
     def from_dirs(
@@ -479,10 +484,6 @@ def _resolve_auto(dirs: Sequence[Path]) -> str:
     )
 
 
-_cache_lock = threading.RLock()
-_detectors: dict[tuple, FaceDetector] = {}
-
-
 def get_detector(
     name: str,
     checkpoint_dirs: Sequence[Path] | None = None,
@@ -513,33 +514,21 @@ def get_detector(
     )
     dev = torch.device(device)
     dirs_key = tuple(str(d) for d in dirs)
-    with _cache_lock:
-        key = (name, dirs_key, str(dev))
-        hit = _detectors.get(key)
-        if hit is not None:
-            return hit
-        resolved = _resolve_auto(dirs) if name == AUTO else name
-        # dlib needs no folder and runs on the CPU: one instance serves every caller.
-        real_key = ("dlib",) if resolved == "dlib" else (resolved, dirs_key, str(dev))
-        det = _detectors.get(real_key)
-        if det is None:
-            if resolved == "official":
-                det = OfficialDetector.from_dirs(dirs, dev)
-            elif resolved == "face_alignment":
-                det = FaceAlignmentDetector(dirs, dev)
-            else:
-                det = DlibDetector()
-            _detectors[real_key] = det
-        if name == AUTO:
-            log.info("face detector 'auto' -> '%s'", resolved)
-        _detectors[key] = det
-        return det
+    resolved = _resolve_auto(dirs) if name == AUTO else name
+    if name == AUTO:
+        log.debug("face detector 'auto' -> '%s'", resolved)
+    if resolved == "official":
+        key, build = ("detector", resolved, dirs_key, str(dev)), lambda: OfficialDetector.from_dirs(dirs, dev)
+    elif resolved == "face_alignment":
+        key, build = ("detector", resolved, dirs_key, str(dev)), lambda: FaceAlignmentDetector(dirs, dev)
+    else:  # dlib needs no folder and runs on the CPU: one instance serves every caller
+        key, build, dev = ("detector", "dlib"), DlibDetector, torch.device("cpu")
+    return MODELS.get(key, build, dev, name=f"{resolved} face detector")
 
 
 def clear_detector_cache() -> None:
     """Forget every built detector (a later ``get_detector`` builds it again)."""
-    with _cache_lock:
-        _detectors.clear()
+    MODELS.evict([e.key for e in MODELS.entries() if e.key[:1] == ("detector",)])
 
 
 def _rescale(points: np.ndarray, sx: float, sy: float) -> np.ndarray:

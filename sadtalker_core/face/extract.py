@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,8 @@ import torch
 
 from ..errors import InvalidImageError, NoFaceDetectedError
 from ..io.image import ImageInput, load_image
-from ..models.registry import default_checkpoint_dirs, load_network, network_file
+from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
+from ..progress import Progress
 from ..types import PREPROCESS_MODES, Face
 from .align import (
     CropInfo,
@@ -24,11 +25,15 @@ from .align import (
     resize_square,
 )
 from .detect import AUTO, DETECTORS, DetectedFace, detect_faces, get_detector
-from .recon3dmm import aligned_to_tensor, coeff_3dmm_row
+from .recon3dmm import ReconNet, ReconNetConfig, aligned_to_tensor, coeff_3dmm_row
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
+
+
+register_network(
+    "face_3drecon", lambda sd: ReconNet(ReconNetConfig()), "ResNet-50 3DMM reconstruction net"
+)
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,8 @@ class FaceExtractor:
     def recon(self) -> torch.nn.Module:
         if self._recon is None:
             path = network_file("face_3drecon", self.dirs)
-            self._recon = load_network("face_3drecon", path, self.device).module
-        return self._recon
+            self._recon = network_ref("face_3drecon", path, self.device)
+        return self._recon()
 
     def detector(self, name: str):
         """The face detector backend ``name`` (built once per process, see ``get_detector``)."""
@@ -400,20 +405,3 @@ def _iter_video_frames(
             raise InvalidImageError(
                 f"Reference video '{path}' is damaged after frame {count} ({e}). Re-encode it."
             ) from e
-
-
-_default: dict[tuple, FaceExtractor] = {}
-
-
-def extract_face(
-    image: ImageInput,
-    config: ExtractConfig | None = None,
-    checkpoint_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-    device: str | torch.device = "cpu",
-) -> Face:
-    """One-call form of ``FaceExtractor(checkpoint_dirs, device).extract(image, config)``;
-    the extractor (and so its networks) is kept for the next call with the same folders/device."""
-    key = (tuple(map(str, default_checkpoint_dirs(checkpoint_dirs))), str(torch.device(device)))
-    if key not in _default:
-        _default[key] = FaceExtractor(checkpoint_dirs, device)
-    return _default[key].extract(image, config)

@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import SadTalkerError
-from .registry import ENV_CHECKPOINTS, FILES, find_file, validate_file
+from .check import validate_file
+from .locate import ENV_CHECKPOINTS, find_file
+from .registry import FILES
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,13 @@ import torch.nn.functional as F
 
 from ..coeffs.generate import camera_degrees
 from ..errors import CancelledError, ShapeError
-from ..models.registry import default_checkpoint_dirs, load_network, network_file
+from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
+from ..progress import Progress, ShouldCancel
 from ..types import Coeffs, Face
 from .conv import winograd
+from .generator import GeneratorConfig, OcclusionAwareSPADEGenerator
+from .keypoint import KPDetector, KPDetectorConfig
+from .mapping import MappingNet, MappingNetConfig
 from .motion import HeadMotion, transform_keypoints
 
 log = logging.getLogger(__name__)
@@ -24,7 +28,24 @@ log = logging.getLogger(__name__)
 SEMANTIC_RADIUS = 13  # a coefficient window spans frames f-13 .. f+13 (27 steps)
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 
-Progress = Callable[[int, int], None]
+
+
+def _build_mapping(sd, coeff_nc: int | None = None) -> MappingNet:
+    if coeff_nc is None:
+        first = sd.get("first.0.weight")
+        coeff_nc = int(first.shape[1]) if first is not None and first.ndim == 3 else 70
+    return MappingNet(MappingNetConfig(coeff_nc=coeff_nc))
+
+
+register_network(
+    "kp_extractor", lambda sd: KPDetector(KPDetectorConfig()), "canonical 3-D keypoint detector"
+)
+register_network(
+    "generator",
+    lambda sd: OcclusionAwareSPADEGenerator(GeneratorConfig()),
+    "occlusion-aware SPADE face generator",
+)
+register_network("mapping", _build_mapping, "MappingNet (coefficients -> head motion)")
 
 
 @dataclass(frozen=True)
@@ -48,14 +69,22 @@ class RenderConfig:
             )
 
 
-@dataclass
 class RenderModels:
-    """The three renderer networks of one render size, loaded once and reused for many clips."""
+    """The three renderer networks of one render size, loaded once and reused for many clips.
 
-    kp_extractor: torch.nn.Module
-    generator: torch.nn.Module
-    mapping: torch.nn.Module
-    size: int
+    Each is a module or a handle on the model cache (``ref()`` -> module on its device): handles
+    follow a host's offload/evict between clips.
+    """
+
+    def __init__(
+        self,
+        kp_extractor: torch.nn.Module | Callable[[], torch.nn.Module],
+        generator: torch.nn.Module | Callable[[], torch.nn.Module],
+        mapping: torch.nn.Module | Callable[[], torch.nn.Module],
+        size: int,
+    ):
+        self._nets = {"kp_extractor": kp_extractor, "generator": generator, "mapping": mapping}
+        self.size = size
 
     @classmethod
     def load(
@@ -66,17 +95,30 @@ class RenderModels:
         device: str | torch.device = "cpu",
     ) -> RenderModels:
         dirs = default_checkpoint_dirs(checkpoint_dirs)
-        combined = network_file("generator", dirs, size)
         return cls(
-            kp_extractor=load_network(
+            kp_extractor=network_ref(
                 "kp_extractor", network_file("kp_extractor", dirs, size), device
-            ).module,
-            generator=load_network("generator", combined, device).module,
-            mapping=load_network(
-                "mapping", network_file("mapping", dirs, size, preprocess), device
-            ).module,
+            ),
+            generator=network_ref("generator", network_file("generator", dirs, size), device),
+            mapping=network_ref("mapping", network_file("mapping", dirs, size, preprocess), device),
             size=size,
         )
+
+    def _net(self, name: str) -> torch.nn.Module:
+        net = self._nets[name]
+        return net if isinstance(net, torch.nn.Module) else net()
+
+    @property
+    def kp_extractor(self) -> torch.nn.Module:
+        return self._net("kp_extractor")
+
+    @property
+    def generator(self) -> torch.nn.Module:
+        return self._net("generator")
+
+    @property
+    def mapping(self) -> torch.nn.Module:
+        return self._net("mapping")
 
     @property
     def coeff_nc(self) -> int:
@@ -182,7 +224,7 @@ class Renderer:
         coeffs: Coeffs,
         config: RenderConfig | None = None,
         progress: Progress | None = None,
-        should_cancel: Callable[[], bool] | None = None,
+        should_cancel: ShouldCancel | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the clip as consecutive (B, 3, size, size) float32 batches in [0, 1] on the device.
 
@@ -225,7 +267,7 @@ class Renderer:
         pitch_deg: np.ndarray | None = None,
         roll_deg: np.ndarray | None = None,
         progress: Progress | None = None,
-        should_cancel: Callable[[], bool] | None = None,
+        should_cancel: ShouldCancel | None = None,
     ) -> Iterator[torch.Tensor]:
         """The renderer proper (``make_animation``), streaming.
 
