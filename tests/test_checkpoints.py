@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from sadtalker_core import models as registry
 from sadtalker_core.cli.main import main as cli_main
 from sadtalker_core.errors import ModelNotFoundError, UnsupportedCheckpointError
 from sadtalker_core.models import checkpoint as weights
-from sadtalker_core import models as registry
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,6 @@ import pytest
 from PIL import Image
 
 from sadtalker_core.errors import InvalidImageError, NoFaceDetectedError
-from sadtalker_core.face import extract as extract_mod
 from sadtalker_core.face.align import apply_crop, load_lm3d_std_68, resize_square
 from sadtalker_core.face.detect import detect_faces, get_detector
 from sadtalker_core.face.extract import ExtractConfig, FaceExtractor
@@ -476,7 +475,7 @@ def test_extract_video_errors(extractor, tmp_path):
 def test_extractors_share_the_cached_network(weights_dir, fixtures_dir):
     from sadtalker_core.models import MODELS
 
-    MODELS.evict([k for k in MODELS.keys() if "face_3drecon" in k])
+    MODELS.evict([e.key for e in MODELS.entries() if "face_3drecon" in e.key])
     loads = []
     unsubscribe = MODELS.subscribe(lambda event, e: loads.append((event, e.key[1])))
     try:

@@ -23,12 +23,13 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from sadtalker_core import models as registry
 from sadtalker_core.cli.main import main
 from sadtalker_core.coeffs.generate import CoeffConfig
 from sadtalker_core.errors import CancelledError
 from sadtalker_core.face.extract import ExtractConfig
 from sadtalker_core.io.video import VideoWriter
-from sadtalker_core import models as registry
+from sadtalker_core.models import loader
 from sadtalker_core.pipeline import PipelineConfig, SadTalkerPipeline
 from sadtalker_core.render.infer import RenderConfig
 
@@ -187,11 +188,11 @@ def test_second_clip_reuses_the_loaded_networks(pipe, people, face_crop, speech,
     renderer = pipe.renderer(256, "crop")
     coeff_models = pipe.coeff_models(256)
     recon = pipe.extractor.recon
-    cached = set(registry._modules)
+    cached = set(registry.MODELS.keys())
     built = []
-    build = registry._build_empty
+    build = loader._build_empty
     opened = []
-    open_ckpt = registry.open_checkpoint
+    open_ckpt = loader.open_checkpoint
 
     def counting_build(*args, **kwargs):
         built.append(args[0].id)
@@ -203,14 +204,14 @@ def test_second_clip_reuses_the_loaded_networks(pipe, people, face_crop, speech,
 
     wav = speech("second30", 0.045)  # 1.35 frames at 30 fps -> 1 frame
     mp = pytest.MonkeyPatch()
-    mp.setattr(registry, "_build_empty", counting_build)
-    mp.setattr(registry, "open_checkpoint", counting_open)
+    mp.setattr(loader, "_build_empty", counting_build)
+    mp.setattr(loader, "open_checkpoint", counting_open)
     try:
         out = pipe.run(people, wav, tmp_path / "second.mp4", config(fps=30))
     finally:
         mp.undo()
     assert built == [] and opened == []
-    assert set(registry._modules) == cached
+    assert set(registry.MODELS.keys()) == cached
     assert pipe.renderer(256, "crop") is renderer
     assert pipe.coeff_models(256) is coeff_models
     assert pipe.extractor.recon is recon
