@@ -10,41 +10,88 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SadTalkerError
-from .face.align import CropInfo
+from .io.npz import COEFFS_FORMAT, FACE_FORMAT, load_npz, save_npz
 
 PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
-_FORMAT = "sadtalker-face-v1"
-_COEFFS_FORMAT = "sadtalker-coeffs-v1"
 
 
-def _save_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
-    """Write ``arrays`` to ``path`` atomically (temp file + rename): never a half-written file."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+@dataclass(frozen=True)
+class CropInfo:
+    """Everything needed to cut a face crop and to paste a generated face back.
 
+    Frames: "original" = the input image; "resized" = the input after the optional shrink
+    (``resized_size == original_size`` unless a face larger than ~4 * output_size px forced
+    ``shrink > 1``); "box" = the crop box of the resized frame, origin at its top-left.
+    All coordinates are pixels, x right, y down.
 
-def _load_npz(path: str | os.PathLike, expected: str) -> dict[str, np.ndarray]:
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise SadTalkerError(f"{path} is not a readable .npz file ({e}).") from e
-    fmt = str(arrays.get("format", ""))
-    if fmt != expected:
-        raise SadTalkerError(f"{path} is not a {expected} file (format: {fmt or 'unknown'}).")
-    return arrays
+    Attributes:
+        original_size: (W, H) of the input image.
+        resized_size: (W', H') the image is cv2-resized to before cutting (official ``rsize``).
+        shrink: integer shrink factor (1 = none).
+        quad: oriented face quad in the resized frame, four (x, y) float corners
+            [c-x-y, c-x+y, c+x+y, c+x-y] (top-left, bottom-left, bottom-right, top-right of an
+            upright face); ``quad_xy`` gives it as a (4, 2) float64 array.
+        crop_box: (left, top, right, bottom) ints in the resized frame: the quad's bounds grown by
+            the border and clamped to the image (official ``crop``).
+        rect: (lx, ly, rx, ry) floats in the box frame: the +0.5-shifted quad's bounds, clamped to
+            [0, W'] (``ry`` is clamped with the image **width**, as in the official code;
+            official ``quad`` return value).
+        extended: True for ``extcrop`` (the image is the whole crop box), False for ``crop``
+            (the image is further cut to ``rect``).
+    """
+
+    original_size: tuple[int, int]
+    resized_size: tuple[int, int]
+    shrink: int
+    quad: tuple[tuple[float, float], ...]
+    crop_box: tuple[int, int, int, int]
+    rect: tuple[float, float, float, float]
+    extended: bool
+
+    @property
+    def quad_xy(self) -> np.ndarray:
+        """``quad`` as a (4, 2) float64 array (resized frame)."""
+        return np.array(self.quad, dtype=np.float64)
+
+    @property
+    def rect_int(self) -> tuple[int, int, int, int]:
+        """``rect`` truncated with ``int()`` (box frame), the slice used to cut the ``crop`` image."""
+        lx, ly, rx, ry = self.rect
+        return int(lx), int(ly), int(rx), int(ry)
+
+    @property
+    def face_size(self) -> tuple[int, int]:
+        """(w, h) = (int(rx) - int(lx), int(ry) - int(ly)): official ``crop_info[0]``.
+
+        It is the size of the ``crop`` image even in ``extcrop`` mode (official behaviour); output
+        frames are resized to width ``size`` and height ``int(size * h / w)``.
+        """
+        lx, ly, rx, ry = self.rect_int
+        return rx - lx, ry - ly
+
+    @property
+    def face_box(self) -> tuple[int, int, int, int]:
+        """(x1, y1, x2, y2) of the ``crop`` image in the resized frame (crop box origin + rect_int)."""
+        clx, cly = self.crop_box[:2]
+        lx, ly, rx, ry = self.rect_int
+        return clx + lx, cly + ly, clx + rx, cly + ry
+
+    @property
+    def image_box(self) -> tuple[int, int, int, int]:
+        """(x1, y1, x2, y2) in the resized frame of the image this crop produces (mode-dependent).
+
+        The official paste-back uses these numbers directly on the original frame; they are only
+        original-frame coordinates when ``shrink == 1`` (see ``image_box_original``).
+        """
+        return self.crop_box if self.extended else self.face_box
+
+    @property
+    def image_box_original(self) -> tuple[float, float, float, float]:
+        """``image_box`` scaled to the original frame (identical to it when ``shrink == 1``)."""
+        sx = self.original_size[0] / self.resized_size[0]
+        sy = self.original_size[1] / self.resized_size[1]
+        x1, y1, x2, y2 = self.image_box
+        return x1 * sx, y1 * sy, x2 * sx, y2 * sy
 
 
 @dataclass(frozen=True)
@@ -89,7 +136,7 @@ class Face:
     def save(self, path: str | os.PathLike) -> Path:
         """Save as a compressed ``.npz`` (written atomically); returns the path written."""
         arrays: dict[str, Any] = {
-            "format": np.array(_FORMAT),
+            "format": np.array(FACE_FORMAT),
             "image": self.image,
             "crop": self.crop,
             "landmarks": self.landmarks,
@@ -110,11 +157,11 @@ class Face:
         }
         if self.alpha is not None:
             arrays["alpha"] = self.alpha
-        return _save_npz(path, arrays)
+        return save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Face:
-        a = _load_npz(path, _FORMAT)
+        a = load_npz(path, FACE_FORMAT)
         meta = json.loads(str(a["meta"]))
         info = meta["crop_info"]
         if info is not None:
@@ -177,10 +224,10 @@ class Coeffs:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save as a compressed ``.npz`` (written atomically); returns the path written."""
-        return _save_npz(
+        return save_npz(
             path,
             {
-                "format": np.array(_COEFFS_FORMAT),
+                "format": np.array(COEFFS_FORMAT),
                 "coeffs": self.coeffs,
                 "audio": self.audio,
                 "meta": np.array(
@@ -193,7 +240,7 @@ class Coeffs:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Coeffs:
-        a = _load_npz(path, _COEFFS_FORMAT)
+        a = load_npz(path, COEFFS_FORMAT)
         meta = json.loads(str(a["meta"]))
         return cls(
             a["coeffs"], float(meta["fps"]), a["audio"], int(meta["sample_rate"]), meta["options"]

@@ -29,6 +29,7 @@ from ..io.audio import (
     check_speech,
     load_audio,
 )
+from ..io.npz import COEFFS_FORMAT, FACE_FORMAT, atomic_file, load_npz, npz_format
 from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
 from ..progress import Progress
 from ..types import Coeffs, Face
@@ -54,7 +55,6 @@ NUM_POSE_STYLES = 46  # rows of the PoseVAE class-bias table: pose_style is 0..4
 EXP_DIM = 64  # expression coefficients, columns 0:64 of a row
 POSE_SLICE = slice(64, 70)  # pose columns of a row: angles 64:67 (rad), translation 67:70
 ROW_DIM = 70  # coefficients per frame
-
 
 
 register_network(
@@ -577,14 +577,6 @@ def generate_coeffs(
 # Files: source rows, reference rows, official .mat export
 
 
-def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise SadTalkerError(f"{path} is not a readable .npz file ({e}).") from e
-
-
 def _load_mat_rows(path: Path) -> np.ndarray:
     from scipy.io import loadmat
 
@@ -619,13 +611,13 @@ def load_coeff_rows(path: str | os.PathLike) -> np.ndarray:
     if path.suffix.lower() == ".mat":
         rows = _load_mat_rows(path)
     else:
-        arrays = _load_npz_arrays(path)
-        fmt = str(arrays.get("format", ""))
-        if fmt == "sadtalker-coeffs-v1":
+        arrays = load_npz(path)
+        fmt = npz_format(arrays)
+        if fmt == COEFFS_FORMAT:
             c = Coeffs.load(path)
             n = max(1, int(math.floor(c.duration * MODEL_FPS + 0.5)))
             rows = resample_coeffs(c.coeffs, c.fps, MODEL_FPS, n)
-        elif fmt == "sadtalker-face-v1":
+        elif fmt == FACE_FORMAT:
             rows = Face.load(path).coeff_3dmm[None]
         elif "coeff_3dmm" in arrays or "coeffs" in arrays:
             rows = arrays.get("coeff_3dmm", arrays.get("coeffs"))
@@ -651,10 +643,12 @@ def load_source(path: str | os.PathLike) -> Face | np.ndarray:
         the :class:`Face` of a face ``.npz``, else the first (70+,) coefficient row.
     """
     path = Path(path)
-    if path.suffix.lower() == ".npz" and path.is_file():
-        arrays = _load_npz_arrays(path)
-        if str(arrays.get("format", "")) == "sadtalker-face-v1":
-            return Face.load(path)
+    if (
+        path.suffix.lower() == ".npz"
+        and path.is_file()
+        and npz_format(load_npz(path)) == FACE_FORMAT
+    ):
+        return Face.load(path)
     return load_coeff_rows(path)[0]
 
 
@@ -667,14 +661,8 @@ def save_mat(coeffs: Coeffs, path: str | os.PathLike) -> Path:
     from scipy.io import savemat
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            savemat(f, {"coeff_3dmm": np.asarray(coeffs.coeffs, np.float32)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as f:
+        savemat(f, {"coeff_3dmm": np.asarray(coeffs.coeffs, np.float32)})
     return path
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ShapeError
+from ..types import CropInfo
 
 log = logging.getLogger(__name__)
 
@@ -237,85 +238,6 @@ class CropConfig:
     center_shift: float = 0.1  # quad centre = eye_avg + center_shift * eye_to_mouth
     border_frac: float = 0.1  # margin around the quad = max(rint(border_frac * qsize), min_border)
     min_border: int = 3  # smallest margin, pixels
-
-
-@dataclass(frozen=True)
-class CropInfo:
-    """Everything needed to cut a face crop and to paste a generated face back.
-
-    Frames: "original" = the input image; "resized" = the input after the optional shrink
-    (``resized_size == original_size`` unless a face larger than ~4 * output_size px forced
-    ``shrink > 1``); "box" = the crop box of the resized frame, origin at its top-left.
-    All coordinates are pixels, x right, y down.
-
-    Attributes:
-        original_size: (W, H) of the input image.
-        resized_size: (W', H') the image is cv2-resized to before cutting (official ``rsize``).
-        shrink: integer shrink factor (1 = none).
-        quad: oriented face quad in the resized frame, four (x, y) float corners
-            [c-x-y, c-x+y, c+x+y, c+x-y] (top-left, bottom-left, bottom-right, top-right of an
-            upright face); ``quad_xy`` gives it as a (4, 2) float64 array.
-        crop_box: (left, top, right, bottom) ints in the resized frame: the quad's bounds grown by
-            the border and clamped to the image (official ``crop``).
-        rect: (lx, ly, rx, ry) floats in the box frame: the +0.5-shifted quad's bounds, clamped to
-            [0, W'] (``ry`` is clamped with the image **width**, as in the official code;
-            official ``quad`` return value).
-        extended: True for ``extcrop`` (the image is the whole crop box), False for ``crop``
-            (the image is further cut to ``rect``).
-    """
-
-    original_size: tuple[int, int]
-    resized_size: tuple[int, int]
-    shrink: int
-    quad: tuple[tuple[float, float], ...]
-    crop_box: tuple[int, int, int, int]
-    rect: tuple[float, float, float, float]
-    extended: bool
-
-    @property
-    def quad_xy(self) -> np.ndarray:
-        """``quad`` as a (4, 2) float64 array (resized frame)."""
-        return np.array(self.quad, dtype=np.float64)
-
-    @property
-    def rect_int(self) -> tuple[int, int, int, int]:
-        """``rect`` truncated with ``int()`` (box frame), the slice used to cut the ``crop`` image."""
-        lx, ly, rx, ry = self.rect
-        return int(lx), int(ly), int(rx), int(ry)
-
-    @property
-    def face_size(self) -> tuple[int, int]:
-        """(w, h) = (int(rx) - int(lx), int(ry) - int(ly)): official ``crop_info[0]``.
-
-        It is the size of the ``crop`` image even in ``extcrop`` mode (official behaviour); output
-        frames are resized to width ``size`` and height ``int(size * h / w)``.
-        """
-        lx, ly, rx, ry = self.rect_int
-        return rx - lx, ry - ly
-
-    @property
-    def face_box(self) -> tuple[int, int, int, int]:
-        """(x1, y1, x2, y2) of the ``crop`` image in the resized frame (crop box origin + rect_int)."""
-        clx, cly = self.crop_box[:2]
-        lx, ly, rx, ry = self.rect_int
-        return clx + lx, cly + ly, clx + rx, cly + ry
-
-    @property
-    def image_box(self) -> tuple[int, int, int, int]:
-        """(x1, y1, x2, y2) in the resized frame of the image this crop produces (mode-dependent).
-
-        The official paste-back uses these numbers directly on the original frame; they are only
-        original-frame coordinates when ``shrink == 1`` (see ``image_box_original``).
-        """
-        return self.crop_box if self.extended else self.face_box
-
-    @property
-    def image_box_original(self) -> tuple[float, float, float, float]:
-        """``image_box`` scaled to the original frame (identical to it when ``shrink == 1``)."""
-        sx = self.original_size[0] / self.resized_size[0]
-        sy = self.original_size[1] / self.resized_size[1]
-        x1, y1, x2, y2 = self.image_box
-        return x1 * sx, y1 * sy, x2 * sx, y2 * sy
 
 
 def _oriented_quad(lm68: np.ndarray, cfg: CropConfig) -> tuple[np.ndarray, float]:
