@@ -154,11 +154,6 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
         registry.load_network("mapping", path)
 
 
-def test_prefix_split_uses_startswith_not_substring():
-    sd = {"generator.a": torch.zeros(1), "kp_extractor.generator.b": torch.zeros(1)}
-    assert list(weights.split_by_prefix(sd, "generator")) == ["a"]
-
-
 def test_canonicalize_unwraps_and_strips_module_prefix():
     sd = {"params_ema": {"module.conv.weight": torch.zeros(1)}, "step": 3}
     assert list(weights.canonicalize(sd)) == ["conv.weight"]

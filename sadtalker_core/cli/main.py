@@ -157,9 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("check-weights", "download-weights", "extract", "coeffs", "generate")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if a not in ("-v", "--verbose")), None)

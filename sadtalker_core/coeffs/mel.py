@@ -35,11 +35,6 @@ class MelConfig:
     )
 
     @property
-    def samples_per_frame(self) -> float:
-        """Audio samples per video frame (640.0 at 16 kHz / 25 fps)."""
-        return self.sample_rate / self.fps
-
-    @property
     def mel_fps(self) -> float:
         """Mel frames per second (80.0 at 16 kHz / hop 200)."""
         return self.sample_rate / self.hop

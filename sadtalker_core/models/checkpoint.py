@@ -182,12 +182,6 @@ def canonicalize(sd: Mapping[str, object]) -> StateDict:
     return out
 
 
-def split_by_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
-    """Entries whose key starts with ``prefix + '.'``, with that prefix removed (never substring)."""
-    head = prefix + "."
-    return {k[len(head) :]: v for k, v in sd.items() if k.startswith(head)}
-
-
 def _summarise(keys: Iterable[str], limit: int = 5) -> str:
     keys = sorted(keys)
     shown = ", ".join(keys[:limit])

@@ -31,11 +31,6 @@ class KPDetectorConfig:
     kernel_size: int = 3  # conv size in the hourglass and the kp head
     norm_eps: float = 1e-5  # BatchNorm eps
 
-    @property
-    def antialias_sigma(self) -> float:
-        """Gaussian sigma of the anti-alias kernel: (1/scale - 1)/2 = 1.5 px at scale 0.25."""
-        return (1 / self.scale_factor - 1) / 2
-
 
 def _width(cfg_expansion: int, level: int, cap: int) -> int:
     return min(cap, cfg_expansion * (2**level))
