@@ -21,7 +21,7 @@ from sadtalker_core.enhance.restore import (
 )
 from sadtalker_core.errors import ModelNotFoundError, UnsupportedCheckpointError
 from sadtalker_core.io.image import load_image
-from sadtalker_core.models import registry
+from sadtalker_core import models as registry
 
 
 @pytest.fixture(scope="module")

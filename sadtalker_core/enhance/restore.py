@@ -1,15 +1,19 @@
 """Enhance stage: GFPGAN v1.4 / RestoreFormer face restoration of rendered frames.
 
 What the official ``--enhancer`` does, on the device and in batches: every face of a frame is
-found (68 landmarks -> eye centres, nose tip, mouth corners), warped by a similarity transform onto
-the 512 px FFHQ-aligned template the restorers were trained on, restored, warped back into the
-frame enlarged ``upscale`` times (the official: 2) and blended in with a soft mask.
+located (landmarks the caller already knows, else a detector: eye centres, nose tip, mouth
+corners), warped by a similarity transform onto the 512 px FFHQ-aligned template the restorers
+were trained on, restored, and blended back into the frame enlarged ``upscale`` times through
+the face-parsing mask (``parsing.py``, when ``parsing_parsenet.pth`` is present). The enlarged
+frame is the background upscaler's output (``upscale.py``: Real-ESRGAN or any spandrel upscaler,
+tiled) or, without one, an antialias-free bicubic enlargement.
 
 Differences from the official (GFPGANer): the networks run on batches of faces; the StyleGAN noise
 of GFPGAN is the checkpoint's fixed noise instead of fresh noise per frame (no texture flicker
-from frame to frame, same result for the same input); the paste mask is a soft-edged square in
-template space (the official uses a face-parsing network when its extra file is present); the
-background is resized with antialiased bicubic interpolation instead of Lanczos.
+from frame to frame, same result for the same input); the parsing mask is warped bilinearly
+(officially bicubic) and computed from the float restored face (officially its uint8 rounding);
+without ``parsing_parsenet.pth`` the mask is a soft-edged square in template space; the plain
+background is bicubic instead of Lanczos.
 
 The architectures come from spandrel (ComfyUI ships it; ``pip install spandrel`` elsewhere),
 loaded from the official ``GFPGANv1.4.pth`` / ``RestoreFormer.pth`` read safely by our own
@@ -24,6 +28,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,14 +37,30 @@ import torch.nn.functional as F
 
 from ..errors import MissingDependencyError, UnsupportedCheckpointError
 from ..face.detect import DETECTORS, detect_faces, get_detector
-from ..models.registry import (
+from ..models import (
     FILES,
     default_checkpoint_dirs,
     file_key,
+    find_file,
     read_state_dict,
     require_file,
 )
 from ..render.infer import to_uint8
+from .landmarks import FACE_TEMPLATE, FrameLandmarks, alignment, five_points, points_per_frame
+from .parsing import PARSENET_FILE, load_parsenet, parse_masks
+from .upscale import TILE, TILE_PAD, BackgroundUpscaler
+
+__all__ = [
+    "ENHANCERS",
+    "FACE_SIZE",
+    "FACE_TEMPLATE",
+    "EnhanceConfig",
+    "FaceEnhancer",
+    "alignment",
+    "estimate_memory",
+    "five_points",
+    "load_restorer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +70,12 @@ ENHANCERS: dict[str, tuple[str, str]] = {
     "RestoreFormer": ("RestoreFormer.pth", "RestoreFormer"),
 }
 FACE_SIZE = 512  # both restorers work on 512x512 aligned faces
-# Eye centres, nose tip, mouth corners (x, y) of a 512 px FFHQ-aligned face (facexlib's template).
-FACE_TEMPLATE = np.array(
-    [
-        [192.98138, 239.94708],
-        [318.90277, 240.19360],
-        [256.63416, 314.01935],
-        [201.26117, 371.41043],
-        [313.08905, 371.15118],
-    ],
-    dtype=np.float32,
-)
 FILL_RGB = (132 / 255, 133 / 255, 135 / 255)  # crop area outside the frame (the official's grey)
-# Soft paste mask in template pixels: 1 from MASK_INSET + MASK_RAMP inwards, 0 within MASK_INSET
-# of the crop border (about what the official's erosion + Gaussian blur give on a 512 face).
+# Soft paste mask in template pixels when there is no parsing network: 1 from MASK_INSET +
+# MASK_RAMP inwards, 0 within MASK_INSET of the crop border (about what the official's square
+# mask gives after its erosion + Gaussian blur on a 512 face).
 MASK_INSET, MASK_RAMP = 28.0, 40.0
+_square_notice = [False]  # the "no parsing network" notice is logged once per process
 
 
 @dataclass(frozen=True)
@@ -72,9 +84,12 @@ class EnhanceConfig:
 
     enhancer: str = "gfpgan"  # gfpgan (GFPGAN v1.4) | RestoreFormer
     upscale: int = 2  # output frames are this many times larger (the official enhancer: 2)
-    detector: str = "auto"  # face finder per frame: auto | official | face_alignment | dlib
-    batch_size: int = 4  # faces per restoration call
+    detector: str = "auto"  # finder for frames without landmarks: auto|official|face_alignment|dlib
+    batch_size: int = 4  # faces per restoration / parsing call
     min_eye_distance: float = 5.0  # pixels; smaller faces are left as they are (as officially)
+    background: str | None = None  # None: bicubic | realesrgan | path of any spandrel upscaler
+    background_tile: int = TILE  # background tile side, input pixels (official 400); 0 = untiled
+    background_tile_pad: int = TILE_PAD  # context pixels around each tile (official 10)
 
     def __post_init__(self):
         if self.enhancer not in ENHANCERS:
@@ -89,33 +104,19 @@ class EnhanceConfig:
             )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
+        if self.background is not None and not str(self.background).strip():
+            raise ValueError("background must be None, 'realesrgan' or an upscaler file path.")
+        if self.background_tile < 0 or self.background_tile_pad < 0:
+            raise ValueError(
+                "background_tile and background_tile_pad must be >= 0; got "
+                f"{self.background_tile} and {self.background_tile_pad}."
+            )
 
 
 def estimate_memory(batch_size: int) -> int:
-    """Bytes of device memory enhancing needs: restorer + detector, then per 512 px face."""
-    return (1 << 30) + batch_size * (300 << 20)
-
-
-def five_points(landmarks68: np.ndarray) -> np.ndarray:
-    """iBUG-68 landmarks -> (5, 2): eye centres, nose tip, mouth corners, in template order
-    (the first eye and mouth corner are the ones on the image's left)."""
-    lm = np.asarray(landmarks68, dtype=np.float32)
-    return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]]).astype(
-        np.float32
-    )
-
-
-def alignment(points: np.ndarray) -> np.ndarray:
-    """(2, 3) similarity transform (rotation, uniform scale, shift) taking frame pixels to
-    template pixels, fitted robustly (least median of squares) to the five points."""
-    matrix, _ = cv2.estimateAffinePartial2D(
-        np.asarray(points, np.float32), FACE_TEMPLATE, method=cv2.LMEDS
-    )
-    if matrix is None:  # degenerate points: fall back to the plain least-squares fit
-        matrix, _ = cv2.estimateAffinePartial2D(
-            np.asarray(points, np.float32), FACE_TEMPLATE, method=0
-        )
-    return matrix
+    """Bytes of device memory enhancing needs: restorer + parser + detector, then per 512 px
+    face (the background upscaler's tiles are small next to this)."""
+    return (1 << 30) + batch_size * (400 << 20)
 
 
 def _pixel_grid(
@@ -153,16 +154,22 @@ def _template_mask() -> torch.Tensor:
 
 
 class FaceEnhancer:
-    """A restorer network + a face finder; enhances batches of frames.
+    """A restorer network, the paste mask (face parsing or a soft square), the background
+    enlargement and, for frames without known landmarks, a face finder.
 
     Args:
-        checkpoint_dirs: folders searched for the restorer file (see ``default_checkpoint_dirs``).
+        checkpoint_dirs: folders searched for the restorer, ``parsing_parsenet.pth`` and the
+            background file (see ``default_checkpoint_dirs``).
         device: where the networks run.
-        config: which restorer, upscale, detector.
+        config: which restorer, upscale, detector, background.
+        background: an already loaded background upscaler (a ``BackgroundUpscaler`` or a spandrel
+            ``ImageModelDescriptor``, e.g. ComfyUI's UPSCALE_MODEL); overrides
+            ``config.background``.
 
     Raises:
-        ModelNotFoundError: the restorer file is missing (the message says where to get it).
-        UnsupportedCheckpointError: the file holds another network or is damaged.
+        ModelNotFoundError: the restorer or the background file is missing (the message says
+            where to get it).
+        UnsupportedCheckpointError: a file holds another network or is damaged.
         MissingDependencyError: spandrel is not installed.
     """
 
@@ -171,6 +178,7 @@ class FaceEnhancer:
         checkpoint_dirs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         device: str | torch.device = "cpu",
         config: EnhanceConfig | None = None,
+        background: BackgroundUpscaler | Any | None = None,
     ):
         self.config = cfg = config or EnhanceConfig()
         self.device = torch.device(device)
@@ -178,8 +186,38 @@ class FaceEnhancer:
         file_name, self.arch = ENHANCERS[cfg.enhancer]
         self.path = require_file(file_name, self.dirs)
         self.model = load_restorer(self.path, self.arch, self.device)
-        self.detector = get_detector(cfg.detector, self.dirs, self.device)
+        self._detector = None  # created on first use: callers that pass landmarks never need it
+        parse_path = find_file(PARSENET_FILE, self.dirs)
+        self.parsenet = load_parsenet(parse_path, self.device) if parse_path else None
+        if self.parsenet is None and not _square_notice[0]:
+            _square_notice[0] = True
+            log.info(
+                "%s not found: restored faces are pasted back with a soft square mask instead "
+                "of the official face-parsing mask (put the file next to %s to use it).",
+                PARSENET_FILE,
+                file_name,
+            )
         self._mask = _template_mask().to(self.device)
+        if background is not None and not isinstance(background, BackgroundUpscaler):
+            background = BackgroundUpscaler(
+                background, None, cfg.background_tile, cfg.background_tile_pad
+            )
+        if background is None and cfg.background is not None:
+            background = BackgroundUpscaler.from_name(
+                cfg.background,
+                self.dirs,
+                self.device,
+                cfg.background_tile,
+                cfg.background_tile_pad,
+            )
+        self.background = background
+
+    @property
+    def detector(self):
+        """The face finder for frames that arrive without landmarks (built on first use)."""
+        if self._detector is None:
+            self._detector = get_detector(self.config.detector, self.dirs, self.device)
+        return self._detector
 
     @torch.inference_mode()
     def restore(self, faces: torch.Tensor) -> torch.Tensor:
@@ -194,11 +232,17 @@ class FaceEnhancer:
             outs.append(((y.float() + 1) / 2).clamp_(0, 1))
         return torch.cat(outs) if outs else faces
 
-    def face_alignments(self, frame: np.ndarray) -> list[np.ndarray]:
-        """(2, 3) frame -> template transforms of every face in an (H, W, 3) uint8 RGB frame."""
+    def paste_masks(self, restored: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 512, 512) restored faces -> (N, 1, 512, 512) paste masks in [0, 1]: the
+        face-parsing mask when the parsing network is loaded, else the soft square."""
+        if self.parsenet is None:
+            return self._mask.expand(restored.shape[0], -1, -1, -1)
+        return parse_masks(self.parsenet, restored, self.config.batch_size)
+
+    def _alignments(self, points: list[np.ndarray]) -> list[np.ndarray]:
+        """(2, 3) frame -> template transforms of the faces given by their five points."""
         mats = []
-        for face in detect_faces(frame, self.detector):
-            pts = five_points(face.landmarks)
+        for pts in points:
             if np.linalg.norm(pts[1] - pts[0]) < self.config.min_eye_distance:
                 continue
             m = alignment(pts)
@@ -206,24 +250,65 @@ class FaceEnhancer:
                 mats.append(m)
         return mats
 
-    @torch.inference_mode()
-    def enhance(self, frames: np.ndarray) -> np.ndarray:
+    def face_alignments(self, frame: np.ndarray) -> list[np.ndarray]:
+        """(2, 3) frame -> template transforms of every face detected in an (H, W, 3) uint8 RGB
+        frame."""
+        return self._alignments(
+            [five_points(f.landmarks) for f in detect_faces(frame, self.detector)]
+        )
+
+    def enhance(self, frames: np.ndarray, landmarks: FrameLandmarks = None) -> np.ndarray:
         """(B, H, W, 3) uint8 RGB frames -> (B, H*upscale, W*upscale, 3) uint8, faces restored.
 
-        Frames without a face are only resized.
+        Args:
+            frames: the frames.
+            landmarks: where the faces are, when the caller knows it (see ``FrameLandmarks``:
+                (68, 2) or (5, 2) points per face in frame pixels); frames without an entry are
+                searched with the detector.
+
+        Frames without a face are only enlarged.
         """
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(
                 f"frames must be (B, H, W, 3) uint8; got {frames.shape} {frames.dtype}."
             )
-        up = self.config.upscale
-        b, h, w = frames.shape[:3]
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255)  # (B, H, W, 3) -> (B, 3, H, W)
+        return to_uint8(self._enhance(x, landmarks, frames))
 
-        # 1. faces of every frame, aligned onto the template
-        found = [(i, m) for i in range(b) for m in self.face_alignments(frames[i])]
+    def enhance_tensor(
+        self, frames: torch.Tensor, landmarks: FrameLandmarks = None
+    ) -> torch.Tensor:
+        """Same as ``enhance`` for frames already on the device.
+
+        Args:
+            frames: (B, 3, H, W) float RGB in [0, 1], any device (moved to the enhancer's).
+            landmarks: as in ``enhance``.
+
+        Returns:
+            (B, 3, H*upscale, W*upscale) float32 in [0, 1] on the enhancer's device.
+        """
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"frames must be (B, 3, H, W); got {tuple(frames.shape)}.")
+        return self._enhance(frames.to(self.device, torch.float32), landmarks, None)
+
+    @torch.inference_mode()
+    def _enhance(
+        self, x: torch.Tensor, landmarks: FrameLandmarks, frames_u8: np.ndarray | None
+    ) -> torch.Tensor:
+        up = self.config.upscale
+        b, _, h, w = x.shape
+
+        # 1. faces of every frame (given, else detected), aligned onto the template
+        found = []
+        for i, pts in enumerate(points_per_frame(landmarks, b)):
+            if pts is None:
+                frame = frames_u8[i] if frames_u8 is not None else to_uint8(x[i : i + 1])[0]
+                mats = self.face_alignments(frame)
+            else:
+                mats = self._alignments(pts)
+            found += [(i, m) for m in mats]
         if found:
             grids = torch.cat(
                 [
@@ -233,11 +318,10 @@ class FaceEnhancer:
                     for _, m in found
                 ]
             )  # template pixels -> frame pixels
-            src = x[[i for i, _ in found]]
             fill = torch.tensor(FILL_RGB, device=self.device).view(1, 3, 1, 1)
             crops = (
                 F.grid_sample(
-                    src - fill,
+                    x[[i for i, _ in found]] - fill,
                     grids,
                     mode="bilinear",
                     padding_mode="zeros",
@@ -246,21 +330,32 @@ class FaceEnhancer:
                 + fill
             )
             restored = self.restore(crops)
+            masks = self.paste_masks(restored)
 
         # 2. the enlarged frames, then each restored face blended back in
-        out = x
-        if up > 1:
+        if self.background is not None:
+            out = self.background(x, up).to(self.device, torch.float32)
+        elif up > 1:
             out = F.interpolate(
                 x, scale_factor=up, mode="bicubic", align_corners=False, antialias=False
             ).clamp_(0, 1)
+        else:
+            out = x.clone()
         out = out.contiguous()
         for k, (i, m) in enumerate(found):
-            self._paste(out[i], restored[k], m, up)
-        return to_uint8(out)
+            self._paste(out[i], restored[k], masks[k], m, up)
+        return out
 
-    def _paste(self, frame: torch.Tensor, face: torch.Tensor, matrix: np.ndarray, up: int) -> None:
-        """Blend one restored face into one enlarged (3, H', W') frame, in place, only inside the
-        bounding box of the face's footprint."""
+    def _paste(
+        self,
+        frame: torch.Tensor,
+        face: torch.Tensor,
+        mask: torch.Tensor,
+        matrix: np.ndarray,
+        up: int,
+    ) -> None:
+        """Blend one restored (3, 512, 512) face through its (1, 512, 512) mask into one enlarged
+        (3, H', W') frame, in place, only inside the bounding box of the face's footprint."""
         hh, ww = frame.shape[1:]
         inv = cv2.invertAffineTransform(matrix)  # template -> frame pixels
         corners = np.array(
@@ -277,7 +372,7 @@ class FaceEnhancer:
             matrix, (y1 - y0, x1 - x0), (FACE_SIZE, FACE_SIZE), self.device, (x0, y0), up
         )
         sampled = F.grid_sample(
-            torch.cat([face[None], self._mask], 1),
+            torch.cat([face, mask.to(face)])[None],
             grid,
             mode="bilinear",
             padding_mode="zeros",
