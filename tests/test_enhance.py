@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sadtalker_core import models as registry
+from sadtalker_core.enhance.landmarks import source_landmarks_in_frames, track_landmarks
 from sadtalker_core.enhance.restore import (
     FACE_TEMPLATE,
     EnhanceConfig,
@@ -19,9 +21,10 @@ from sadtalker_core.enhance.restore import (
     five_points,
     load_restorer,
 )
-from sadtalker_core.errors import ModelNotFoundError, UnsupportedCheckpointError
+from sadtalker_core.errors import ModelNotFoundError, ShapeError, UnsupportedCheckpointError
+from sadtalker_core.face.detect import detect_faces
 from sadtalker_core.io.image import load_image
-from sadtalker_core import models as registry
+from sadtalker_core.types import Face
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +158,79 @@ def test_wrong_network_under_the_restorer_name(restorer_dir, tmp_path):
 def test_config_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EnhanceConfig(**kwargs)
+
+
+def _face_with_landmarks(preprocess: str, size: int = 256) -> Face:
+    """A Face whose landmarks are the 512 template's points spread over a 68-point layout,
+    placed in a 400 x 360 picture; only the geometry fields matter here."""
+    from sadtalker_core.face.align import compute_crop_info
+
+    rng = np.random.default_rng(3)
+    lm = np.zeros((68, 2), np.float32)
+    lm[:] = FACE_TEMPLATE[2] + rng.normal(0, 60, (68, 2))  # jaw, brows...: around the nose
+    lm[36:42], lm[42:48] = FACE_TEMPLATE[0], FACE_TEMPLATE[1]
+    lm[30], lm[48], lm[54] = FACE_TEMPLATE[2], FACE_TEMPLATE[3], FACE_TEMPLATE[4]
+    lm = lm * 0.4 + np.array([110.0, 80.0], np.float32)
+    image = np.zeros((360, 400, 3), np.uint8)
+    info = None
+    if preprocess != "resize":
+        info = compute_crop_info(lm, (400, 360), extended=preprocess.startswith("ext"))
+    z = np.zeros(1, np.float32)
+    return Face(image, None, image[:size, :size], info, lm, z, z, z, preprocess, size)
+
+
+@pytest.mark.parametrize("preprocess", ["crop", "extcrop", "resize", "full"])
+def test_known_landmarks_map_into_the_frames(preprocess):
+    face = _face_with_landmarks(preprocess)
+    pasted = preprocess == "full"
+    if pasted:  # pasted frames are the picture: the landmarks stay where they were
+        lm = source_landmarks_in_frames(face, (360, 400), True)
+        np.testing.assert_allclose(lm, face.landmarks, atol=1.0)  # the paste box is rounded
+        lm2 = source_landmarks_in_frames(face, (720, 800), True)
+        np.testing.assert_allclose(lm2, (face.landmarks + 0.5) * 2 - 0.5, atol=2.0)
+        return
+    x0, y0, x1, y1 = (
+        (0, 0, 400, 360) if face.crop_info is None else face.crop_info.image_box_original
+    )
+    hw = (int(256 * (y1 - y0) / (x1 - x0)), 256)  # face frames: width 256, the box's aspect
+    lm = source_landmarks_in_frames(face, hw, False)
+    expect = (face.landmarks + 0.5 - [x0, y0]) * [hw[1] / (x1 - x0), hw[0] / (y1 - y0)] - 0.5
+    np.testing.assert_allclose(lm, expect, atol=1e-3)
+
+
+def test_landmarks_follow_the_renderer_keypoints():
+    face = _face_with_landmarks("crop")
+    rng = np.random.default_rng(4)
+    kp_source = rng.uniform(-0.6, 0.6, (1, 15, 3))
+    # three frames: still, turned 10 degrees and moved, scaled; x, y of the keypoints only
+    moves = [(0.0, 1.0, (0.0, 0.0)), (10.0, 1.0, (0.05, -0.02)), (-4.0, 1.1, (0.0, 0.03))]
+    kp_driving = np.repeat(kp_source, 3, 0)
+    mats = []
+    for k, (deg, s, t) in enumerate(moves):
+        a = np.deg2rad(deg)
+        m = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        kp_driving[k, :, :2] = kp_source[0, :, :2] @ m.T + t
+        mats.append((m, np.array(t)))
+    hw = (256, 256)
+    lm = track_landmarks(face, torch.from_numpy(kp_source), kp_driving, hw, False)
+    assert lm.shape == (3, 68, 2) and lm.dtype == np.float32
+    still = source_landmarks_in_frames(face, hw, False)
+    np.testing.assert_allclose(lm[0], still, atol=1e-3)
+    for k, (m, t) in enumerate(mats):
+        n = (still + 0.5) * 2 / 256 - 1  # render pixels -> normalised
+        expect = ((n @ m.T + t) + 1) * 128 - 0.5
+        np.testing.assert_allclose(lm[k], expect, atol=1e-3)
+
+
+def test_given_landmarks_skip_the_detector(restorer_dir, frame, monkeypatch):
+    enh = _IdentityRestorer(restorer_dir, "cpu", EnhanceConfig(detector="dlib", upscale=1))
+    found = enh.face_alignments(frame)  # detector once, for reference points
+    pts = [five_points(f.landmarks) for f in detect_faces(frame, enh.detector)]
+    monkeypatch.setattr(FaceEnhancer, "face_alignments", lambda *a: pytest.fail("detected"))
+    given = enh.enhance(frame[None], landmarks=[np.stack(pts)])
+    monkeypatch.undo()
+    assert len(found) == 1 and np.array_equal(given, enh.enhance(frame[None]))
+    with pytest.raises(ShapeError, match="landmarks for 2 frames; the batch has 1"):
+        enh.enhance(frame[None], landmarks=[pts[0], pts[0]])
+    with pytest.raises(ShapeError, match=r"must be \(68, 2\) or \(5, 2\)"):
+        enh.enhance(frame[None], landmarks=[np.zeros((7, 2))])
