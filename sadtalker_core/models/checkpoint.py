@@ -152,7 +152,51 @@ class Checkpoint:
         return canonicalize(section)
 
 
-def _torch_load(path: Path) -> object:
+# Globals a weights-only load may resolve beyond torch's defaults: numpy scalar and dtype
+# reconstructors (published checkpoints store ``epoch``/metrics as numpy scalars) and OrderedDict.
+# They build plain numbers and dtypes; nothing else is allowed.
+_HARMLESS_GLOBALS = frozenset(
+    {
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.dtype",
+        "collections.OrderedDict",
+    }
+)
+
+
+def _is_harmless_global(name: str) -> bool:
+    """True for ``_HARMLESS_GLOBALS`` and numpy's dtype classes (``numpy.dtypes.Float64DType``),
+    except the object dtype."""
+    if name in _HARMLESS_GLOBALS:
+        return True
+    head, _, cls = name.rpartition(".")
+    return head == "numpy.dtypes" and cls.endswith("DType") and cls != "ObjectDType"
+
+
+def _refused_global(e: BaseException) -> str | None:
+    """The dotted name of the global or type a weights-only unpickler refused (its message)."""
+    import re
+
+    text = str(e)
+    m = re.search(r"GLOBAL ([\w.]+) was not an allowed global", text) or re.search(
+        r"but got <class '([\w.]+)'>", text
+    )  # the second: an object built by an allowed global whose type is not (numpy dtypes)
+    return m.group(1) if m else None
+
+
+def _resolve_global(name: str) -> object:
+    """Import ``module.attr`` (``numpy.core`` is numpy 2's deprecated alias of ``numpy._core``)."""
+    import importlib
+    import warnings
+
+    module, _, attr = name.rpartition(".")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _torch_load_once(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as e:
@@ -160,6 +204,40 @@ def _torch_load(path: Path) -> object:
         if "mmap" not in str(e):
             raise
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)`` of a zip or old (non-zip) torch file, memory-mapped where
+    possible; globals in ``_is_harmless_global`` are allowed one by one as the unpickler asks.
+
+    Raises:
+        UnsupportedCheckpointError: the file needs any other global (naming it and the fix).
+        pickle.UnpicklingError, RuntimeError, OSError...: the file is damaged.
+    """
+    allowed: list[tuple[object, str]] = []
+    while True:
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return _torch_load_once(path)
+        except pickle.UnpicklingError as e:
+            name = _refused_global(e)
+            if name is None:
+                raise
+            obj = None
+            if _is_harmless_global(name) and name not in (n for _, n in allowed):
+                try:
+                    obj = _resolve_global(name)
+                except (ImportError, AttributeError):
+                    obj = None
+            if obj is None:
+                raise UnsupportedCheckpointError(
+                    f"Checkpoint file {path} was refused: it needs the Python global '{name}', "
+                    "which is not a tensor, number or known-harmless numpy type, and loading it "
+                    "could run code. Download the official file again; if this file comes from "
+                    "a source you trust, re-save only its tensors (torch.save(state_dict) or "
+                    "safetensors) and use that file."
+                ) from e
+            allowed.append((obj, name))
 
 
 def _first_line(e: BaseException) -> str:
