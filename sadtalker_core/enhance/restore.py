@@ -199,8 +199,8 @@ class FaceEnhancer:
             )
         self._mask = _template_mask().to(self.device)
         if background is not None and not isinstance(background, BackgroundUpscaler):
-            background = BackgroundUpscaler(
-                background, None, cfg.background_tile, cfg.background_tile_pad
+            background = BackgroundUpscaler(  # moved to the enhancer's device
+                background, self.device, cfg.background_tile, cfg.background_tile_pad
             )
         if background is None and cfg.background is not None:
             background = BackgroundUpscaler.from_name(
