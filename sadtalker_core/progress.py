@@ -20,10 +20,10 @@ StageProgress = Callable[[str, int, int], None]  # (stage, done, total) of a who
 ShouldCancel = Callable[[], bool]
 
 
-def check_cancel(should_cancel: ShouldCancel | None, what: str = "The render") -> None:
-    """Raise ``CancelledError`` when ``should_cancel()`` says so."""
+def check_cancel(should_cancel: ShouldCancel | None, message: str = "Cancelled.") -> None:
+    """Raise ``CancelledError(message)`` when ``should_cancel()`` says so."""
     if should_cancel is not None and should_cancel():
-        raise CancelledError(f"{what} was cancelled.")
+        raise CancelledError(message)
 
 
 def stage_progress(progress: StageProgress | None, stage: str) -> Progress | None:

@@ -8,20 +8,21 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..coeffs.generate import load_coeff_rows
 from ..enhance.restore import ENHANCERS, EnhanceConfig
 from ..errors import SadTalkerError
 from ..face.detect import AUTO, DETECTORS
 from ..face.extract import ExtractConfig
+from ..paste import BLENDS
+from ..pipeline import PipelineConfig, SadTalkerPipeline
 from ..render.infer import PRECISIONS, RenderConfig
 from ..types import PREPROCESS_MODES
 from .coeffs import add_motion_arguments, coeff_config
 from .common import TerminalBar, checkpoint_dirs, say
 
-if TYPE_CHECKING:
-    from ..pipeline import PipelineConfig
+_PIPELINE = PipelineConfig()
+
 
 log = logging.getLogger(__name__)
 
@@ -70,28 +71,45 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--result_dir", type=Path, default=Path("results"), help="folder for the videos"
     )
     out.add_argument("--out", type=Path, help="exact output path (single clip)")
-    out.add_argument("--crf", type=int, default=18, help="H.264 quality (0 lossless .. 51 worst)")
+    out.add_argument(
+        "--crf", type=int, default=_PIPELINE.crf, help="H.264 quality (0 lossless .. 51 worst)"
+    )
     opt = p.add_argument_group("face")
-    opt.add_argument("--size", type=int, default=256, choices=(256, 512), help="render resolution")
     opt.add_argument(
-        "--preprocess", default="crop", choices=PREPROCESS_MODES, help="how the face is cropped"
+        "--size", type=int, default=_PIPELINE.extract.size, choices=(256, 512), help="render size"
     )
     opt.add_argument(
-        "--detector", default=AUTO, choices=(AUTO, *DETECTORS), help="face detector backend"
+        "--preprocess",
+        default=_PIPELINE.extract.preprocess,
+        choices=PREPROCESS_MODES,
+        help="how the face is cropped",
     )
-    opt.add_argument("--face_index", type=int, default=0, help="which face, 0 = the largest")
+    opt.add_argument(
+        "--detector",
+        default=_PIPELINE.extract.detector,
+        choices=(AUTO, *DETECTORS),
+        help="face detector backend",
+    )
+    opt.add_argument(
+        "--face_index", type=int, default=_PIPELINE.extract.face_index, help="0 = the largest face"
+    )
     opt.add_argument(
         "--blend",
-        default="feather",
-        choices=("feather", "poisson"),
+        default=_PIPELINE.blend,
+        choices=BLENDS,
         help="paste-back for full modes",
     )
     add_motion_arguments(p.add_argument_group("motion"))
     run = p.add_argument_group("runtime")
-    run.add_argument("--batch_size", type=int, default=2, help="frames per generator call")
+    run.add_argument(
+        "--batch_size",
+        type=int,
+        default=_PIPELINE.render.batch_size,
+        help="frames per generator call",
+    )
     run.add_argument(
         "--precision",
-        default="auto",
+        default=_PIPELINE.render.precision,
         choices=PRECISIONS,
         help="auto: tf32 on CUDA, fp32 (Winograd convolutions where faster) on CPU; "
         "fp32: exact; bf16/fp16 faster but approximate",
@@ -186,8 +204,6 @@ def _reference(path: Path | None, pipe, extract: ExtractConfig):
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
     """The run's PipelineConfig. Raises ValueError for an option out of range."""
-    from ..pipeline import PipelineConfig
-
     return PipelineConfig(
         extract=ExtractConfig(
             preprocess=args.preprocess,
@@ -206,8 +222,6 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from ..pipeline import SadTalkerPipeline
-
     if args.background_enhancer:
         raise SadTalkerError(
             "The background enhancer (Real-ESRGAN) is not available yet; run without "

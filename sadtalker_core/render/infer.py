@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from ..coeffs.generate import camera_degrees
-from ..errors import CancelledError, ShapeError
+from ..errors import ShapeError
 from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
-from ..progress import Progress, ShouldCancel
+from ..progress import Progress, ShouldCancel, check_cancel
 from ..types import Coeffs, Face
 from .conv import winograd
 from .generator import GeneratorConfig, OcclusionAwareSPADEGenerator
@@ -170,10 +170,19 @@ def source_tensor(face: Face, size: int, device: torch.device) -> torch.Tensor:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """The numerics ``auto`` stands for on ``device``: tf32 on CUDA, fp32 elsewhere."""
+    """The numerics ``precision`` means on ``device``: ``auto`` is tf32 on CUDA and fp32
+    elsewhere; ``tf32`` exists only on CUDA and falls back to fp32 (with a warning) elsewhere."""
     if precision == "auto":
         return "tf32" if device.type == "cuda" else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        if device.type not in _TF32_WARNED:
+            _TF32_WARNED.add(device.type)
+            log.warning("precision tf32 needs a CUDA device; rendering in fp32 on %s", device)
+        return "fp32"
     return precision
+
+
+_TF32_WARNED: set[str] = set()
 
 
 @contextlib.contextmanager
@@ -307,8 +316,7 @@ class Renderer:
         batch = cfg.batch_size
         start = 0
         while start < total:
-            if should_cancel is not None and should_cancel():
-                raise CancelledError(f"Rendering cancelled after {start} of {total} frames.")
+            check_cancel(should_cancel, f"Rendering cancelled after {start} of {total} frames.")
             stop = min(start + batch, total)
             frames = torch.arange(start, stop, device=dev)
             try:
