@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.face.extract import ExtractConfig
+from ..sadtalker_core.config import PREPROCESS_MODES, ExtractConfig
 from ..sadtalker_core.pipeline import PipelineConfig
-from ..sadtalker_core.types import PREPROCESS_MODES
 from . import _host
 from .types import FACE, MODELS, SadTalkerModels
 

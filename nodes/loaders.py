@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..sadtalker_core.face.detect import AUTO, DETECTORS
+from ..sadtalker_core.config import AUTO, DETECTORS
 from ..sadtalker_core.models import network_file
 from ..sadtalker_core.pipeline import SadTalkerPipeline
 from . import _host

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.paste import BLENDS
+from ..sadtalker_core.config import BLENDS, PRECISIONS, RenderConfig
 from ..sadtalker_core.pipeline import PipelineConfig
-from ..sadtalker_core.render.infer import PRECISIONS, RenderConfig, estimate_memory
+from ..sadtalker_core.render.infer import estimate_memory
 from ..sadtalker_core.types import Coeffs, Face
 from . import _host
 from .types import COEFFS, FACE, MODELS, SadTalkerModels

@@ -1,14 +1,14 @@
 """SadTalker talking-head generation as a host-independent PyTorch library.
 
-    from sadtalker_core import PipelineConfig, SadTalkerPipeline
+from sadtalker_core import PipelineConfig, SadTalkerPipeline
 
-    pipe = SadTalkerPipeline()          # networks load once, on first use
-    pipe.run("photo.png", "speech.wav", "out.mp4", PipelineConfig())
+pipe = SadTalkerPipeline()          # networks load once, on first use
+pipe.run("photo.png", "speech.wav", "out.mp4", PipelineConfig())
 """
 
 from __future__ import annotations
 
-from .coeffs.generate import CoeffConfig
+from .config import CoeffConfig, ExtractConfig, RenderConfig
 from .enhance.restore import EnhanceConfig
 from .errors import (
     CancelledError,
@@ -21,10 +21,8 @@ from .errors import (
     ShapeError,
     UnsupportedCheckpointError,
 )
-from .face.extract import ExtractConfig
 from .models import check_weights, default_checkpoint_dirs
 from .pipeline import PipelineConfig, SadTalkerPipeline
-from .render.infer import RenderConfig
 from .types import Coeffs, Face
 
 __version__ = "0.1.0"

@@ -8,12 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import BLENDS
 from .errors import SadTalkerError
 from .types import Face
 
 log = logging.getLogger(__name__)
-
-BLENDS = ("feather", "poisson")
 
 
 def paste_box(face: Face) -> tuple[int, int, int, int]:

@@ -12,20 +12,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .coeffs.generate import CoeffConfig, CoeffModels, generate_coeffs
+from .coeffs.generate import CoeffModels, generate_coeffs
+from .config import CoeffConfig, ExtractConfig, RenderConfig
 from .devices import auto_device
 from .enhance.restore import EnhanceConfig, FaceEnhancer
-from .face.extract import ExtractConfig, FaceExtractor
+from .face.extract import FaceExtractor
 from .io.image import ImageInput
 from .io.video import VideoWriter
 from .models import MODELS, default_checkpoint_dirs
 from .paste import PasteBack
 from .progress import Progress, ShouldCancel, StageProgress, stage_progress
-from .render.infer import RenderConfig, Renderer, RenderModels, output_size, resize_frames, to_uint8
+from .render.infer import Renderer, RenderModels, output_size, resize_frames, to_uint8
 from .types import Coeffs, Face
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)

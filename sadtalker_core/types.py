@@ -12,8 +12,6 @@ import numpy as np
 
 from .io.npz import COEFFS_FORMAT, FACE_FORMAT, load_npz, save_npz
 
-PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
-
 
 @dataclass(frozen=True)
 class CropInfo:

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..coeffs.generate import FIELD_HELP, CoeffConfig
+from ..config import FIELD_HELP, CoeffConfig
 from ..devices import auto_device
 from .common import TerminalBar, checkpoint_dirs, say
 

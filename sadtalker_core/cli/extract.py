@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import AUTO, DETECTORS, PREPROCESS_MODES, ExtractConfig
 from ..devices import auto_device
 from ..errors import SadTalkerError
-from ..face.detect import AUTO, DETECTORS
-from ..face.extract import ExtractConfig, FaceExtractor
-from ..types import PREPROCESS_MODES
+from ..face.extract import FaceExtractor
 from .common import checkpoint_dirs, say
 
 _DEFAULTS = ExtractConfig()

@@ -10,14 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..coeffs.generate import load_coeff_rows
+from ..config import (
+    AUTO,
+    BLENDS,
+    DETECTORS,
+    PRECISIONS,
+    PREPROCESS_MODES,
+    ExtractConfig,
+    RenderConfig,
+)
 from ..enhance.restore import ENHANCERS, EnhanceConfig
 from ..errors import SadTalkerError
-from ..face.detect import AUTO, DETECTORS
-from ..face.extract import ExtractConfig
-from ..paste import BLENDS
 from ..pipeline import PipelineConfig, SadTalkerPipeline
-from ..render.infer import PRECISIONS, RenderConfig
-from ..types import PREPROCESS_MODES
 from .coeffs import add_motion_arguments, coeff_config
 from .common import TerminalBar, checkpoint_dirs, say
 

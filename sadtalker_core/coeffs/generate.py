@@ -8,18 +8,17 @@ networks run at 25 fps; other frame rates are produced by resampling the 25 fps 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..config import FIELD_HELP, CoeffConfig
 from ..errors import SadTalkerError, ShapeError
 from ..io.audio import (
     TARGET_RATE,
@@ -51,7 +50,6 @@ BLINK_SHAPE = (0.5, 0.9, 1.0, 0.9, 0.5)  # eye-closure ratio over the frames of 
 BLINK_MIN_GAP = 10  # frames; the gap before each blink is uniform in [min, max)
 BLINK_MAX_GAP = 70  # frames (exclusive upper bound, and at most half the clip)
 BLINK_MIN_CLIP = 20  # clips of at most this many frames get no blinks (official rule)
-NUM_POSE_STYLES = 46  # rows of the PoseVAE class-bias table: pose_style is 0..45
 EXP_DIM = 64  # expression coefficients, columns 0:64 of a row
 POSE_SLICE = slice(64, 70)  # pose columns of a row: angles 64:67 (rad), translation 67:70
 ROW_DIM = 70  # coefficients per frame
@@ -63,90 +61,6 @@ register_network(
 register_network(
     "audio2pose", lambda sd: Audio2PoseNet(Audio2PoseConfig()), "PoseVAE (audio -> head pose)"
 )
-
-
-@dataclass(frozen=True)
-class CoeffConfig:
-    """Options of the coefficient stage; defaults reproduce the official CLI defaults.
-
-    Change with ``dataclasses.replace``. Sequences given as lists are stored as tuples.
-    """
-
-    seed: int = 0  # seeds the blink schedule and the PoseVAE latents; official: unseeded
-    pose_style: int = 0  # PoseVAE head-motion style class, 0..45
-    # Scales the predicted expression around the source's own: 1 = as predicted, 0 = the source
-    # expression, >1 exaggerates. The official code multiplies the absolute coefficients (0 =
-    # the 3DMM mean face), which also scales the source's resting expression; equal at 1.
-    expression_scale: float = 1.0  # multiplier on expression motion; 1.0 = as trained
-    head_motion_scale: float = 1.0  # multiplier on head motion around the source pose (new)
-    still: bool = False  # keep the source head pose for every frame (blinks still happen)
-    blink: bool = True  # add the random eye-blink schedule
-    fps: float = 25.0  # output frames per second; the networks run at 25 and are resampled
-    input_yaw: tuple[float, ...] | None = None  # degrees; keypoints the renderer's yaw follows
-    input_pitch: tuple[float, ...] | None = None  # degrees; like input_yaw, for pitch
-    input_roll: tuple[float, ...] | None = None  # degrees; like input_yaw, for roll
-    idle_seconds: float | None = None  # seconds of idle motion (no speech); audio is not used
-    chunk_frames: int = 256  # frames per network pass; memory/speed only
-
-    def __post_init__(self):
-        for name in ("input_yaw", "input_pitch", "input_roll"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, (int, float)):
-                value = (value,)
-            value = tuple(float(v) for v in value)
-            if not value or not all(math.isfinite(v) for v in value):
-                raise ValueError(f"{name} must hold at least one finite angle, got {value}.")
-            object.__setattr__(self, name, value)
-        if not 0 <= int(self.pose_style) < NUM_POSE_STYLES:
-            raise ValueError(
-                f"pose_style must be in 0..{NUM_POSE_STYLES - 1}, got {self.pose_style}."
-            )
-        object.__setattr__(self, "fps", float(self.fps))
-        if self.idle_seconds is not None:
-            object.__setattr__(self, "idle_seconds", float(self.idle_seconds))
-        if not (math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"fps must be a positive number, got {self.fps}.")
-        for name in ("expression_scale", "head_motion_scale"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)}.")
-        if self.idle_seconds is not None and not (
-            math.isfinite(self.idle_seconds) and self.idle_seconds * self.fps >= 1.0
-        ):
-            raise ValueError(
-                f"idle_seconds must cover at least one frame ({1 / self.fps:.3f} s at "
-                f"{self.fps:g} fps), got {self.idle_seconds}."
-            )
-        if self.chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}.")
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-able dict of the fields (tuples become lists)."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
-
-
-FIELD_HELP: dict[str, str] = {
-    "seed": "random seed of the blink schedule and the head-motion latents (same seed -> same "
-    "coefficients)",
-    "pose_style": "head-motion style class of the PoseVAE, 0..45",
-    "expression_scale": "scale of the predicted expression around the source's own expression "
-    "(1 = as predicted, 0 = no lip motion, >1 exaggerates)",
-    "head_motion_scale": "scale of the predicted head motion around the source pose "
-    "(1 = as predicted, 0 = still)",
-    "still": "keep the source head pose in every frame (blinks and lips still move)",
-    "blink": "add random eye blinks",
-    "fps": "output frame rate; the networks run at 25 fps and other rates are resampled",
-    "input_yaw": "yaw keypoints in degrees the renderer's head yaw follows over the clip "
-    "(one value = fixed)",
-    "input_pitch": "pitch keypoints in degrees, like input_yaw",
-    "input_roll": "roll keypoints in degrees, like input_yaw",
-    "idle_seconds": "make this many seconds of idle head motion and blinks with a closed mouth "
-    "instead of lip-syncing audio",
-    "chunk_frames": "frames per network pass (memory only)",
-}
 
 
 class CoeffModels:

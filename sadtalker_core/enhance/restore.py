@@ -35,8 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import DETECTORS
 from ..errors import MissingDependencyError, UnsupportedCheckpointError
-from ..face.detect import DETECTORS, detect_faces, get_detector
+from ..face.detect import detect_faces, get_detector
 from ..models import (
     FILES,
     default_checkpoint_dirs,

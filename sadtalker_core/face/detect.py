@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..config import AUTO, DETECTORS
 from ..errors import (
     InvalidImageError,
     MissingDependencyError,
@@ -51,8 +52,6 @@ from .retinaface import RetinaFace, detect_retinaface
 
 log = logging.getLogger(__name__)
 
-DETECTORS: tuple[str, ...] = ("official", "face_alignment", "dlib")
-AUTO = "auto"  # get_detector name: the first of DETECTORS that can be built here
 
 RETINAFACE_FILE = "detection_Resnet50_Final.pth"
 AWING_FILE = "alignment_WFLW_4HG.pth"
@@ -518,9 +517,15 @@ def get_detector(
     if name == AUTO:
         log.debug("face detector 'auto' -> '%s'", resolved)
     if resolved == "official":
-        key, build = ("detector", resolved, dirs_key, str(dev)), lambda: OfficialDetector.from_dirs(dirs, dev)
+        key, build = (
+            ("detector", resolved, dirs_key, str(dev)),
+            lambda: OfficialDetector.from_dirs(dirs, dev),
+        )
     elif resolved == "face_alignment":
-        key, build = ("detector", resolved, dirs_key, str(dev)), lambda: FaceAlignmentDetector(dirs, dev)
+        key, build = (
+            ("detector", resolved, dirs_key, str(dev)),
+            lambda: FaceAlignmentDetector(dirs, dev),
+        )
     else:  # dlib needs no folder and runs on the CPU: one instance serves every caller
         key, build, dev = ("detector", "dlib"), DlibDetector, torch.device("cpu")
     return MODELS.get(key, build, dev, name=f"{resolved} face detector")

@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import ExtractConfig
 from ..errors import InvalidImageError, NoFaceDetectedError
 from ..io.image import ImageInput, load_image
 from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
 from ..progress import Progress
-from ..types import PREPROCESS_MODES, Face
+from ..types import Face
 from .align import (
     CropInfo,
     align_for_recon,
@@ -24,45 +24,15 @@ from .align import (
     load_lm3d_std_68,
     resize_square,
 )
-from .detect import AUTO, DETECTORS, DetectedFace, detect_faces, get_detector
+from .detect import DetectedFace, detect_faces, get_detector
 from .recon3dmm import ReconNet, ReconNetConfig, aligned_to_tensor, coeff_3dmm_row
 
 log = logging.getLogger(__name__)
 
 
-
 register_network(
     "face_3drecon", lambda sd: ReconNet(ReconNetConfig()), "ResNet-50 3DMM reconstruction net"
 )
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Options of the extract stage (defaults = the official CLI's)."""
-
-    preprocess: str = "crop"  # crop | extcrop | resize | full | extfull (see README)
-    size: int = 256  # render resolution the crop is made for: 256 or 512 px
-    detector: str = "auto"  # face detector backend: auto | official | face_alignment | dlib
-    face_index: int = 0  # which face when several are found, 0 = the largest
-    min_image_side: int = 64  # smaller pictures are refused, px
-    min_face_side: int = 32  # smaller detected faces are refused, px (at full resolution)
-    max_detect_side: int = 1280  # detection runs on a copy at most this large, px
-    max_track_shift: float = 0.5  # re-detected face: centre within this x face size of expected
-
-    def __post_init__(self):
-        if self.preprocess not in PREPROCESS_MODES:
-            raise ValueError(
-                f"preprocess must be one of {', '.join(PREPROCESS_MODES)}; got '{self.preprocess}'."
-            )
-        if self.size not in (256, 512):
-            raise ValueError(f"size must be 256 or 512; got {self.size}.")
-        if self.face_index < 0:
-            raise ValueError(f"face_index must be >= 0; got {self.face_index}.")
-        if self.detector != AUTO and self.detector not in DETECTORS:
-            raise ValueError(
-                f"Unknown face detector '{self.detector}'. Choose one of: "
-                f"{', '.join((AUTO, *DETECTORS))}."
-            )
 
 
 def _template_landmarks(width: int, height: int) -> np.ndarray:

@@ -6,13 +6,13 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..coeffs.generate import camera_degrees
+from ..config import RenderConfig
 from ..errors import ShapeError
 from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
 from ..progress import Progress, ShouldCancel, check_cancel
@@ -26,8 +26,6 @@ from .motion import HeadMotion, transform_keypoints
 log = logging.getLogger(__name__)
 
 SEMANTIC_RADIUS = 13  # a coefficient window spans frames f-13 .. f+13 (27 steps)
-PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
-
 
 
 def _build_mapping(sd, coeff_nc: int | None = None) -> MappingNet:
@@ -46,27 +44,6 @@ register_network(
     "occlusion-aware SPADE face generator",
 )
 register_network("mapping", _build_mapping, "MappingNet (coefficients -> head motion)")
-
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """Options of the render stage."""
-
-    # frames per generator call; 1-2 is fastest on CPU. On an H100 at 256 (auto = tf32) batch 4
-    # peaks at 2.5 GB and batch 8 at 4.4 GB; in exact fp32 cuDNN picked a ~33 GB-workspace
-    # algorithm at batch 8.
-    batch_size: int = 2
-    # auto: tf32 on CUDA; fp32 on CPU with Winograd convolutions where they pay (conv.py).
-    # fp32: exact (direct convolutions, TF32 off). tf32 (CUDA), bf16, fp16: faster, approximate.
-    precision: str = "auto"
-
-    def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'."
-            )
 
 
 class RenderModels:

@@ -1,0 +1,168 @@
+"""Every stage's options: the config dataclasses, their allowed values and a one-line help text
+per field, which the CLI, the ComfyUI nodes and the A1111 tab all read."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
+SIZES = (256, 512)
+AUTO = "auto"  # detector name: the first of DETECTORS that can be built here
+DETECTORS: tuple[str, ...] = ("official", "face_alignment", "dlib")
+NUM_POSE_STYLES = 46  # rows of the PoseVAE class-bias table: pose_style is 0..45
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+BLENDS = ("feather", "poisson")  # paste-back of the full modes
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Options of the extract stage (defaults = the official CLI's)."""
+
+    preprocess: str = "crop"  # crop | extcrop | resize | full | extfull (see README)
+    size: int = 256  # render resolution the crop is made for: 256 or 512 px
+    detector: str = "auto"  # face detector backend: auto | official | face_alignment | dlib
+    face_index: int = 0  # which face when several are found, 0 = the largest
+    min_image_side: int = 64  # smaller pictures are refused, px
+    min_face_side: int = 32  # smaller detected faces are refused, px (at full resolution)
+    max_detect_side: int = 1280  # detection runs on a copy at most this large, px
+    max_track_shift: float = 0.5  # re-detected face: centre within this x face size of expected
+
+    def __post_init__(self):
+        if self.preprocess not in PREPROCESS_MODES:
+            raise ValueError(
+                f"preprocess must be one of {', '.join(PREPROCESS_MODES)}; got '{self.preprocess}'."
+            )
+        if self.size not in (256, 512):
+            raise ValueError(f"size must be 256 or 512; got {self.size}.")
+        if self.face_index < 0:
+            raise ValueError(f"face_index must be >= 0; got {self.face_index}.")
+        if self.detector != AUTO and self.detector not in DETECTORS:
+            raise ValueError(
+                f"Unknown face detector '{self.detector}'. Choose one of: "
+                f"{', '.join((AUTO, *DETECTORS))}."
+            )
+
+
+@dataclass(frozen=True)
+class CoeffConfig:
+    """Options of the coefficient stage; defaults reproduce the official CLI defaults.
+
+    Change with ``dataclasses.replace``. Sequences given as lists are stored as tuples.
+    """
+
+    seed: int = 0  # seeds the blink schedule and the PoseVAE latents; official: unseeded
+    pose_style: int = 0  # PoseVAE head-motion style class, 0..45
+    # Scales the predicted expression around the source's own: 1 = as predicted, 0 = the source
+    # expression, >1 exaggerates. The official code multiplies the absolute coefficients (0 =
+    # the 3DMM mean face), which also scales the source's resting expression; equal at 1.
+    expression_scale: float = 1.0  # multiplier on expression motion; 1.0 = as trained
+    head_motion_scale: float = 1.0  # multiplier on head motion around the source pose (new)
+    still: bool = False  # keep the source head pose for every frame (blinks still happen)
+    blink: bool = True  # add the random eye-blink schedule
+    fps: float = 25.0  # output frames per second; the networks run at 25 and are resampled
+    input_yaw: tuple[float, ...] | None = None  # degrees; keypoints the renderer's yaw follows
+    input_pitch: tuple[float, ...] | None = None  # degrees; like input_yaw, for pitch
+    input_roll: tuple[float, ...] | None = None  # degrees; like input_yaw, for roll
+    idle_seconds: float | None = None  # seconds of idle motion (no speech); audio is not used
+    chunk_frames: int = 256  # frames per network pass; memory/speed only
+
+    def __post_init__(self):
+        for name in ("input_yaw", "input_pitch", "input_roll"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, (int, float)):
+                value = (value,)
+            value = tuple(float(v) for v in value)
+            if not value or not all(math.isfinite(v) for v in value):
+                raise ValueError(f"{name} must hold at least one finite angle, got {value}.")
+            object.__setattr__(self, name, value)
+        if not 0 <= int(self.pose_style) < NUM_POSE_STYLES:
+            raise ValueError(
+                f"pose_style must be in 0..{NUM_POSE_STYLES - 1}, got {self.pose_style}."
+            )
+        object.__setattr__(self, "fps", float(self.fps))
+        if self.idle_seconds is not None:
+            object.__setattr__(self, "idle_seconds", float(self.idle_seconds))
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps}.")
+        for name in ("expression_scale", "head_motion_scale"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}.")
+        if self.idle_seconds is not None and not (
+            math.isfinite(self.idle_seconds) and self.idle_seconds * self.fps >= 1.0
+        ):
+            raise ValueError(
+                f"idle_seconds must cover at least one frame ({1 / self.fps:.3f} s at "
+                f"{self.fps:g} fps), got {self.idle_seconds}."
+            )
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}.")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able dict of the fields (tuples become lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Options of the render stage."""
+
+    # frames per generator call; 1-2 is fastest on CPU. On an H100 at 256 (auto = tf32) batch 4
+    # peaks at 2.5 GB and batch 8 at 4.4 GB; in exact fp32 cuDNN picked a ~33 GB-workspace
+    # algorithm at batch 8.
+    batch_size: int = 2
+    # auto: tf32 on CUDA; fp32 on CPU with Winograd convolutions where they pay (conv.py).
+    # fp32: exact (direct convolutions, TF32 off). tf32 (CUDA), bf16, fp16: faster, approximate.
+    precision: str = "auto"
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'."
+            )
+
+
+FIELD_HELP: dict[str, str] = {
+    # extract
+    "preprocess": "how the face is cropped: crop (face only), extcrop (face with more margin), "
+    "resize (the whole picture), full / extfull (face pasted back into the whole picture)",
+    "size": "render resolution, 256 or 512 px",
+    "detector": "face detector: auto (the best available), official (RetinaFace + AWing), "
+    "face_alignment, dlib",
+    "face_index": "which face when the picture holds several (0 = the largest)",
+    "min_image_side": "smallest accepted picture side, px",
+    "min_face_side": "smallest accepted face, px",
+    "max_detect_side": "detection runs on a copy at most this large, px",
+    "max_track_shift": "full modes: a face re-detected in the crop must lie within this many face "
+    "sizes of the expected place",
+    # render
+    "batch_size": "frames per generator call (more is faster on a GPU and needs more memory)",
+    "precision": "auto (tf32 on CUDA, fp32 on CPU), fp32 (exact), tf32, bf16, fp16 (faster, "
+    "approximate)",
+    # coefficients
+    "seed": "random seed of the blink schedule and the head-motion latents (same seed -> same "
+    "coefficients)",
+    "pose_style": "head-motion style class of the PoseVAE, 0..45",
+    "expression_scale": "scale of the predicted expression around the source's own expression "
+    "(1 = as predicted, 0 = no lip motion, >1 exaggerates)",
+    "head_motion_scale": "scale of the predicted head motion around the source pose "
+    "(1 = as predicted, 0 = still)",
+    "still": "keep the source head pose in every frame (blinks and lips still move)",
+    "blink": "add random eye blinks",
+    "fps": "output frame rate; the networks run at 25 fps and other rates are resampled",
+    "input_yaw": "yaw keypoints in degrees the renderer's head yaw follows over the clip "
+    "(one value = fixed)",
+    "input_pitch": "pitch keypoints in degrees, like input_yaw",
+    "input_roll": "roll keypoints in degrees, like input_yaw",
+    "idle_seconds": "make this many seconds of idle head motion and blinks with a closed mouth "
+    "instead of lip-syncing audio",
+    "chunk_frames": "frames per network pass (memory only)",
+}
