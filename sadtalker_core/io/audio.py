@@ -1,11 +1,16 @@
-"""Audio as users bring it (files, video tracks, ComfyUI AUDIO, arrays) -> 16 kHz mono float32."""
+"""Audio as users bring it (files, video tracks, ComfyUI AUDIO, arrays) -> 16 kHz mono float32.
+
+Every input takes the official path (librosa 0.9.2 ``load(sr=16000)``): decode to float32,
+average the channels to mono, resample with resampy's ``kaiser_best`` sinc filter
+(:mod:`.resample`) and keep ``ceil(n * 16000 / rate)`` samples. 16 kHz input is not resampled.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -13,12 +18,12 @@ from typing import Any, Union
 import numpy as np
 
 from ..errors import InvalidAudioError
+from .resample import StreamingResampler, resample
 
 log = logging.getLogger(__name__)
 
 TARGET_RATE = 16000  # Hz: what the mel front end and the coefficient networks expect
 SILENCE_PEAK_DBFS = -60.0  # peak level at or below which a clip counts as silent (digital silence)
-_ARRAY_BLOCK = 1 << 16  # samples per block when resampling an in-memory array (bounds memory)
 _PADDING_SLACK = 4096  # samples of trailing codec padding trimmed to the container's duration
 _MAX_CHANNELS = 64  # a 2-D array with more "channels" than this is rejected as a wrong layout
 
@@ -34,7 +39,7 @@ class AudioClip:
             are averaged (as librosa's ``to_mono`` does).
         sample_rate: Hz of ``waveform`` (16000 after :func:`load_audio`).
         duration: seconds of the source before resampling; ``N`` equals
-            ``round(duration * sample_rate)``.
+            ``ceil(n_source * 16000 / source_rate)``, the official (librosa) length.
         source: short description of where the audio came from, for messages.
     """
 
@@ -71,8 +76,9 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> AudioClip
         sample_rate: rate in Hz of a bare array ``source``; ignored otherwise.
 
     Returns:
-        :class:`AudioClip` at 16 kHz. Decoding and resampling stream through the file, so memory
-        is proportional to the 16 kHz mono result.
+        :class:`AudioClip` at 16 kHz, equal to the official loader's waveform (mono mean first,
+        then resampy ``kaiser_best``, ``ceil(n * 16000 / rate)`` samples). Decoding and
+        resampling stream through the file, so memory is proportional to the 16 kHz result.
 
     Raises:
         InvalidAudioError: the file is missing, unreadable or corrupt, has no audio track or
@@ -214,25 +220,12 @@ def _load_comfy(audio: Mapping) -> AudioClip:
 
 
 def _resampled_clip(x: np.ndarray, rate: int, what: str) -> AudioClip:
-    """Mono float32 at ``rate`` -> AudioClip at 16 kHz (libswresample via PyAV, in blocks)."""
+    """Mono float32 at ``rate`` -> AudioClip at 16 kHz (official resampler and length)."""
     x = np.asarray(x, dtype=np.float32)
     duration = x.shape[0] / rate
     if rate == TARGET_RATE:
         return AudioClip(x, TARGET_RATE, duration, what)
-    import av
-
-    resampler = av.AudioResampler(format="fltp", layout="mono", rate=TARGET_RATE)
-
-    def frames() -> Iterator[Any]:
-        for s in range(0, x.shape[0], _ARRAY_BLOCK):
-            block = np.ascontiguousarray(x[None, s : s + _ARRAY_BLOCK])  # (1, n)
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
-            frame.sample_rate = rate
-            frame.pts = s
-            yield frame
-
-    out = _resample_stream(frames(), resampler)
-    return AudioClip(_fit(out, duration), TARGET_RATE, duration, what)
+    return AudioClip(resample(x, rate, TARGET_RATE), TARGET_RATE, duration, what)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,10 +260,8 @@ def _load_file(path: Path) -> AudioClip:
         expected = None  # source samples the container says the track holds
         if stream.duration is not None and stream.time_base is not None and stream.rate:
             expected = int(round(float(stream.duration * stream.time_base) * stream.rate))
-        chunks: list[np.ndarray] = []
-        resampler = None
-        layout = rate = None
-        n_source, bad = 0, 0
+        track = _TrackResampler()
+        bad = 0
         try:
             for packet in container.demux(stream):
                 try:
@@ -279,21 +270,7 @@ def _load_file(path: Path) -> AudioClip:
                     bad += 1
                     continue
                 for frame in decoded:
-                    if (
-                        resampler is None
-                        or frame.layout.name != layout
-                        or frame.sample_rate != rate
-                    ):
-                        if resampler is not None:
-                            chunks += _drain(resampler, None)
-                        layout, rate = frame.layout.name, frame.sample_rate
-                        resampler = av.AudioResampler(
-                            format="fltp", layout=frame.layout, rate=TARGET_RATE
-                        )
-                    n_source += frame.samples
-                    chunks += _drain(resampler, frame)
-            if resampler is not None:
-                chunks += _drain(resampler, None)
+                    track.add(_frame_to_mono(frame), frame.sample_rate)
         except av.FFmpegError as e:
             raise InvalidAudioError(
                 f"Could not decode the audio of {name} ({_reason(e)}). The file is damaged; "
@@ -301,17 +278,14 @@ def _load_file(path: Path) -> AudioClip:
             ) from e
     if bad:
         log.warning("%s: skipped %d undecodable audio packet(s).", name, bad)
-    if n_source == 0 or not chunks:
+    if track.n_source == 0:
         raise InvalidAudioError(
             f"{name} holds no decodable audio samples (corrupt or empty audio track). "
             "Re-export the file."
         )
-    source_rate = rate or stream.rate
-    if expected is not None and 0 < n_source - expected <= _PADDING_SLACK:
-        # AAC and other block codecs pad the last frame; the container knows the true length.
-        n_source = expected
-    duration = n_source / source_rate
-    wav = _fit(np.concatenate(chunks), duration)
+    source_rate = track.rate or stream.rate
+    wav = track.finish(expected)
+    duration = track.duration
     if not np.isfinite(wav).all():
         raise InvalidAudioError(f"{name} decodes to NaN or infinite samples. Re-export the file.")
     log.info(
@@ -325,22 +299,73 @@ def _reason(e: Exception) -> str:
     return str(getattr(e, "strerror", None) or e)
 
 
-def _drain(resampler: Any, frame: Any) -> list[np.ndarray]:
-    """Resample one frame (or flush with None) and downmix each output frame to mono."""
-    return [f.to_ndarray().mean(axis=0, dtype=np.float32) for f in resampler.resample(frame)]
+def _frame_to_mono(frame: Any) -> np.ndarray:
+    """Decoded PyAV audio frame -> (n,) float32 channel mean (librosa's ``to_mono``).
+
+    Integer PCM is scaled by 2^(bits-1) as soundfile does; packed (interleaved) and planar
+    layouts are both handled.
+    """
+    data = frame.to_ndarray()  # planar: (C, n); packed: (1, n * C)
+    channels = frame.layout.nb_channels
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T  # (1, n * C) -> (C, n)
+    data = _pcm_to_float(data)
+    return data[0] if channels == 1 else data.mean(axis=0, dtype=np.float32)
 
 
-def _resample_stream(frames: Iterator[Any], resampler: Any) -> np.ndarray:
-    chunks: list[np.ndarray] = []
-    for frame in frames:
-        chunks += _drain(resampler, frame)
-    chunks += _drain(resampler, None)
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+class _TrackResampler:
+    """Streams decoded mono pieces through the official resampler, one segment per rate.
 
+    The last ``_PADDING_SLACK`` source samples are held back until :meth:`finish`, which drops
+    codec padding past the container's stated length (AAC and other block codecs pad the last
+    frame) before it reaches the resampler.
+    """
 
-def _fit(wav: np.ndarray, duration: float) -> np.ndarray:
-    """Cut or zero-pad the resampled waveform to ``round(duration * 16 kHz)`` samples."""
-    n = int(round(duration * TARGET_RATE))
-    if wav.shape[0] >= n:
-        return np.ascontiguousarray(wav[:n], dtype=np.float32)
-    return np.pad(wav.astype(np.float32, copy=False), (0, n - wav.shape[0]))
+    def __init__(self) -> None:
+        self.rate: int | None = None  # source rate of the current segment
+        self.n_source = 0  # source samples added so far (all segments)
+        self.duration = 0.0  # seconds of finished segments, then of the whole track
+        self._stream: StreamingResampler | None = None
+        self._held: list[np.ndarray] = []
+        self._n_held = 0
+        self._out: list[np.ndarray] = []
+
+    def add(self, mono: np.ndarray, rate: int) -> None:
+        if mono.size == 0:
+            return
+        if rate != self.rate:
+            self._close_segment(0)
+            self.rate = rate
+            self._stream = StreamingResampler(rate, TARGET_RATE)
+        self.n_source += mono.shape[0]
+        self._held.append(mono)
+        self._n_held += mono.shape[0]
+        if self._n_held > 2 * _PADDING_SLACK:
+            held = np.concatenate(self._held)
+            self._feed(held[:-_PADDING_SLACK])
+            self._held, self._n_held = [held[-_PADDING_SLACK:]], _PADDING_SLACK
+
+    def finish(self, expected: int | None) -> np.ndarray:
+        """Flush; ``expected`` is the track length the container states (None if unknown)."""
+        extra = 0
+        if expected is not None and 0 < self.n_source - expected <= min(
+            _PADDING_SLACK, self._n_held
+        ):
+            extra = self.n_source - expected
+        self.n_source -= extra
+        self._close_segment(extra)
+        return np.concatenate(self._out) if self._out else np.zeros(0, np.float32)
+
+    def _feed(self, x: np.ndarray) -> None:
+        assert self._stream is not None
+        self._out.append(self._stream.push(x))
+
+    def _close_segment(self, drop: int) -> None:
+        if self._stream is None:
+            return
+        held = np.concatenate(self._held) if self._held else np.zeros(0, np.float32)
+        self._feed(held[: held.shape[0] - drop])
+        self._out.append(self._stream.finish())
+        assert self.rate is not None
+        self.duration += self._stream.samples_in / self.rate
+        self._stream, self._held, self._n_held = None, [], 0
