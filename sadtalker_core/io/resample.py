@@ -3,8 +3,8 @@
 The official SadTalker loads speech with librosa 0.9.2 (``librosa.load(path, sr=16000)``), which
 resamples with resampy 0.4.3 and the ``kaiser_best`` filter, then cuts or zero-pads the result to
 ``ceil(n_in * sr_out / sr_in)`` samples. This module rebuilds that filter from its published
-parameters and evaluates the same interpolation rule with vectorised numpy (no numba), one pass
-or streamed in chunks with identical results.
+parameters and evaluates the same interpolation rule, float32 rounding order included, with
+vectorised numpy (no numba), in one pass or streamed in chunks with identical results.
 
 Convention:
     Output sample ``t`` sits at input time ``t * (sr_in / sr_out)`` (in input samples, both
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 _BLOCK_VALUES = 1 << 20  # float64 values per work block (8 MB): bounds memory, not results
+_MIN_BATCH = 1 << 18  # input samples gathered before computing (small pushes are batched)
 _THREADS = min(4, os.cpu_count() or 1)  # worker threads for long inputs (results unchanged)
 _MAX_PHASE_MATRIX = 1 << 22  # largest polyphase matrix (values) before the per-sample path
 
@@ -142,8 +143,9 @@ class StreamingResampler:
     """Chunked :func:`resample`: feed input pieces, collect output pieces.
 
     The concatenated outputs of :meth:`push` and :meth:`finish` equal :func:`resample` of the
-    concatenated inputs (to float rounding, well below 1e-7), whatever the chunk sizes. Memory
-    is bounded by the largest chunk plus about one filter length of input.
+    concatenated inputs (to float rounding, well below 1e-7), whatever the chunk sizes. Small
+    chunks are batched: outputs come once about 262k input samples are held, so memory stays
+    bounded by the largest chunk plus that batch.
 
     Example:
         >>> rs = StreamingResampler(48000, 16000)
@@ -174,7 +176,7 @@ class StreamingResampler:
 
     @property
     def buffered_samples(self) -> int:
-        """Input samples held for outputs not yet computed (about one filter length)."""
+        """Input samples held for outputs not yet computed (at most one batch plus a chunk)."""
         return int(self._buf.shape[0])
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
@@ -190,8 +192,9 @@ class StreamingResampler:
             self._n_out += out.shape[0]
             return out
         self._buf = np.concatenate([self._buf, chunk.astype(np.float32, copy=False)])
-        stop = self._kernel.ready(self._n_in)
-        return self._emit(stop)
+        if self._buf.shape[0] < _MIN_BATCH:
+            return np.zeros(0, np.float32)  # wait for more input: per-call costs dominate
+        return self._emit(self._kernel.ready(self._n_in))
 
     def finish(self) -> np.ndarray:
         """Flush: the remaining outputs up to ``resampled_length(samples_in, ...)``."""
