@@ -26,11 +26,11 @@ sys.path.insert(0, str(REPO))
 
 from _weights import find_weights
 
+from sadtalker_core.config import PREPROCESS_MODES
 from sadtalker_core.errors import SadTalkerError
 from sadtalker_core.face.detect import DETECTORS, available_detectors
 from sadtalker_core.face.extract import ExtractConfig, FaceExtractor
 from sadtalker_core.io.image import load_image
-from sadtalker_core.types import PREPROCESS_MODES
 
 FIXTURES = REPO.parent / "shared" / "fixtures"
 PACKAGES = {"official": None, "face_alignment": "face_alignment", "dlib": "dlib"}

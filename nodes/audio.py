@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..sadtalker_core.config import FIELD_HELP, NUM_POSE_STYLES, CoeffConfig
-from ..sadtalker_core.pipeline import PipelineConfig
+from ..sadtalker_core.config import FIELD_HELP, NUM_POSE_STYLES, CoeffConfig, PipelineConfig
 from . import _host
 from .types import COEFFS, FACE, MODELS, SadTalkerModels
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.enhance.restore import ENHANCERS, EnhanceConfig, estimate_memory
+from ..sadtalker_core.config import ENHANCER_NAMES, EnhanceConfig
+from ..sadtalker_core.enhance.restore import estimate_memory
 from . import _host
 from .types import MODELS, SadTalkerModels
 
@@ -33,7 +34,7 @@ class SadTalkerEnhance:
                 ),
                 "frames": ("IMAGE", {"tooltip": "Video frames, e.g. from SadTalker Render."}),
                 "enhancer": (
-                    list(ENHANCERS),
+                    list(ENHANCER_NAMES),
                     {
                         "default": defaults.enhancer,
                         "tooltip": "gfpgan: GFPGANv1.4.pth (sharper, the usual choice); "

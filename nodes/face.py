@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.config import PREPROCESS_MODES, ExtractConfig
-from ..sadtalker_core.pipeline import PipelineConfig
+from ..sadtalker_core.config import PREPROCESS_MODES, ExtractConfig, PipelineConfig
 from . import _host
 from .types import FACE, MODELS, SadTalkerModels
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.config import BLENDS, PRECISIONS, RenderConfig
-from ..sadtalker_core.pipeline import PipelineConfig
+from ..sadtalker_core.config import BLENDS, PRECISIONS, PipelineConfig, RenderConfig
 from ..sadtalker_core.render.infer import estimate_memory
 from ..sadtalker_core.types import Coeffs, Face
 from . import _host

@@ -8,8 +8,13 @@ pipe.run("photo.png", "speech.wav", "out.mp4", PipelineConfig())
 
 from __future__ import annotations
 
-from .config import CoeffConfig, ExtractConfig, RenderConfig
-from .enhance.restore import EnhanceConfig
+from .config import (
+    CoeffConfig,
+    EnhanceConfig,
+    ExtractConfig,
+    PipelineConfig,
+    RenderConfig,
+)
 from .errors import (
     CancelledError,
     InvalidAudioError,
@@ -22,7 +27,7 @@ from .errors import (
     UnsupportedCheckpointError,
 )
 from .models import check_weights, default_checkpoint_dirs
-from .pipeline import PipelineConfig, SadTalkerPipeline
+from .pipeline import SadTalkerPipeline
 from .types import Coeffs, Face
 
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
@@ -15,6 +15,8 @@ DETECTORS: tuple[str, ...] = ("official", "face_alignment", "dlib")
 NUM_POSE_STYLES = 46  # rows of the PoseVAE class-bias table: pose_style is 0..45
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 BLENDS = ("feather", "poisson")  # paste-back of the full modes
+ENHANCER_NAMES = ("gfpgan", "RestoreFormer")  # the official --enhancer values
+BACKGROUND_TILE, BACKGROUND_TILE_PAD = 400, 10  # official RealESRGANer(tile=400, tile_pad=10)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,55 @@ class RenderConfig:
             )
 
 
+@dataclass(frozen=True)
+class EnhanceConfig:
+    """Options of the enhance stage."""
+
+    enhancer: str = "gfpgan"  # gfpgan (GFPGAN v1.4) | RestoreFormer
+    upscale: int = 2  # output frames are this many times larger (the official enhancer: 2)
+    detector: str = "auto"  # finder for frames without landmarks: auto|official|face_alignment|dlib
+    batch_size: int = 4  # faces per restoration / parsing call
+    min_eye_distance: float = 5.0  # pixels; smaller faces are left as they are (as officially)
+    background: str | None = None  # None: bicubic | realesrgan | path of any spandrel upscaler
+    background_tile: int = (
+        BACKGROUND_TILE  # background tile side, input pixels (official 400); 0 = untiled
+    )
+    background_tile_pad: int = BACKGROUND_TILE_PAD  # context pixels around each tile (official 10)
+
+    def __post_init__(self):
+        if self.enhancer not in ENHANCER_NAMES:
+            raise ValueError(
+                f"enhancer must be one of {', '.join(ENHANCER_NAMES)}; got '{self.enhancer}'."
+            )
+        if self.upscale not in (1, 2, 3, 4):
+            raise ValueError(f"upscale must be 1, 2, 3 or 4; got {self.upscale}.")
+        if self.detector != "auto" and self.detector not in DETECTORS:
+            raise ValueError(
+                f"detector must be auto or one of {', '.join(DETECTORS)}; got '{self.detector}'."
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
+        if self.background is not None and not str(self.background).strip():
+            raise ValueError("background must be None, 'realesrgan' or an upscaler file path.")
+        if self.background_tile < 0 or self.background_tile_pad < 0:
+            raise ValueError(
+                "background_tile and background_tile_pad must be >= 0; got "
+                f"{self.background_tile} and {self.background_tile_pad}."
+            )
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Options of a whole run, one frozen config per stage."""
+
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    coeffs: CoeffConfig = field(default_factory=CoeffConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    blend: str = "feather"  # paste-back for full/extfull: feather (fast) | poisson (official)
+    enhance: EnhanceConfig | None = None  # face restoration (GFPGAN / RestoreFormer); None: off
+    crf: int = 18  # H.264 quality: 0 lossless .. 51 worst; 18 is visually lossless
+
+
 FIELD_HELP: dict[str, str] = {
     # extract
     "preprocess": "how the face is cropped: crop (face only), extcrop (face with more margin), "
@@ -147,6 +198,16 @@ FIELD_HELP: dict[str, str] = {
     "batch_size": "frames per generator call (more is faster on a GPU and needs more memory)",
     "precision": "auto (tf32 on CUDA, fp32 on CPU), fp32 (exact), tf32, bf16, fp16 (faster, "
     "approximate)",
+    # enhance
+    "enhancer": "face restoration: gfpgan (GFPGAN v1.4) or RestoreFormer",
+    "upscale": "output frames are this many times larger (the official enhancer: 2)",
+    "min_eye_distance": "faces with eyes closer than this many pixels are left as they are",
+    "background": "background upscaler: none (bicubic), realesrgan, or any spandrel upscaler file",
+    "background_tile": "background tile side in input pixels (0: whole frames)",
+    "background_tile_pad": "context pixels around each background tile",
+    # whole run
+    "blend": "paste-back of the full modes: feather (fast) or poisson (the official)",
+    "crf": "H.264 quality: 0 lossless .. 51 worst; 18 is visually lossless",
     # coefficients
     "seed": "random seed of the blink schedule and the head-motion latents (same seed -> same "
     "coefficients)",

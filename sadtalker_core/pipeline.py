@@ -6,16 +6,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .coeffs.generate import CoeffModels, generate_coeffs
-from .config import CoeffConfig, ExtractConfig, RenderConfig
+from .config import EnhanceConfig, PipelineConfig
 from .devices import auto_device
-from .enhance.restore import EnhanceConfig, FaceEnhancer
+from .enhance.restore import FaceEnhancer
 from .face.extract import FaceExtractor
 from .io.image import ImageInput
 from .io.video import VideoWriter
@@ -26,18 +25,6 @@ from .render.infer import Renderer, RenderModels, output_size, resize_frames, to
 from .types import Coeffs, Face
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Options of a whole run, one frozen config per stage."""
-
-    extract: ExtractConfig = field(default_factory=ExtractConfig)
-    coeffs: CoeffConfig = field(default_factory=CoeffConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
-    blend: str = "feather"  # paste-back for full/extfull: feather (fast) | poisson (official)
-    enhance: EnhanceConfig | None = None  # face restoration (GFPGAN / RestoreFormer); None: off
-    crf: int = 18  # H.264 quality: 0 lossless .. 51 worst; 18 is visually lossless
 
 
 class SadTalkerPipeline:

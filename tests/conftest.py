@@ -133,6 +133,26 @@ def restorer_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def realesrgan_file() -> Path:
+    """RealESRGAN_x2plus.pth in its official container, written once by make_weights.py."""
+    default = Path.home() / ".cache" / "sadtalker_core" / "test-enhance-extras"
+    dest = Path(os.environ.get("SADTALKER_TEST_EXTRAS", default))
+    dest.mkdir(parents=True, exist_ok=True)
+    name = "RealESRGAN_x2plus.pth"
+    target, stamp = dest / name, dest / f".{name}.{_STAMP}"
+    with open(dest / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target.exists() and stamp.exists()):
+            make_weights = _make_weights_module()
+            meta, arrays = make_weights.generate(str(REFERENCE / "keys" / f"{name}.tsv"))
+            (dest / ".tmp").mkdir(exist_ok=True)
+            make_weights.save(meta, arrays, str(dest / ".tmp" / name))
+            os.replace(dest / ".tmp" / name, target)
+            stamp.touch()
+    return target
+
+
+@pytest.fixture(scope="session")
 def golden():
     """golden("render") -> dict of the arrays in ../shared/reference/goldens/render.npz."""
     cache: dict[str, dict[str, np.ndarray]] = {}

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sadtalker_core.enhance import ENHANCE_FILES, restore
+from sadtalker_core.enhance import restore
 from sadtalker_core.enhance.landmarks import FACE_TEMPLATE
 from sadtalker_core.enhance.parsing import (
     FACE_LABELS,
@@ -27,6 +27,7 @@ from sadtalker_core.enhance.parsing import (
 )
 from sadtalker_core.enhance.restore import EnhanceConfig, FaceEnhancer
 from sadtalker_core.errors import UnsupportedCheckpointError
+from sadtalker_core.models import FILES as ENHANCE_FILES
 
 REFERENCE = Path(os.environ.get("SADTALKER_SHARED", Path(__file__).parents[2] / "shared"))
 REFERENCE = REFERENCE / "reference"

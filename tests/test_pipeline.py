@@ -406,7 +406,7 @@ def test_cli_enhancer_without_its_weights_stops_before_any_work(
     assert files_in(results) == []
 
 
-def test_cli_background_enhancer_is_a_clear_error(weights_dir, people, capsys, tmp_path):
+def test_cli_background_enhancer_needs_the_face_enhancer(weights_dir, people, capsys, tmp_path):
     rc, out, err = _run_main(
         capsys,
         "--source_image", str(people),
@@ -415,7 +415,36 @@ def test_cli_background_enhancer_is_a_clear_error(weights_dir, people, capsys, t
         "--background_enhancer", "realesrgan",
     )  # fmt: skip
     assert rc == 1 and out == ""
-    assert "background enhancer" in err and "not available" in err, err
+    assert "--background_enhancer works together with --enhancer" in err, err
+
+
+def test_cli_full_mode_with_face_and_background_enhancers(
+    weights_dir, restorer_dir, realesrgan_file, fixtures_dir, speech, capsys, monkeypatch, tmp_path
+):
+    """Official enhancer path end to end: the whole photo, faces restored, the background
+    upscaled by Real-ESRGAN x2 (official file layout), 2x the photo's size."""
+    monkeypatch.setenv(
+        registry.ENV_CHECKPOINTS, os.pathsep.join(map(str, (restorer_dir, realesrgan_file.parent)))
+    )
+    photo = tmp_path / "small.png"
+    Image.open(fixtures_dir / "people_0.png").convert("RGB").reduce(2).save(photo)
+    w, h = Image.open(photo).size
+    wav = speech("background", 0.05)  # 1 frame
+    out = tmp_path / "background.mp4"
+    rc, stdout, err = _run_main(
+        capsys,
+        "--source_image", str(photo),
+        "--driven_audio", str(wav),
+        "--checkpoint_dir", str(weights_dir),
+        "--preprocess", "full",
+        "--detector", "dlib",
+        "--enhancer", "gfpgan",
+        "--background_enhancer", "realesrgan",
+        "--out", str(out),
+        "--cpu",
+    )  # fmt: skip
+    assert rc == 0, err
+    check_mp4(out, audio_seconds(wav), 25, (2 * w, 2 * h))
 
 
 def test_cli_enhancer_restores_and_doubles_the_frames(

@@ -3,16 +3,12 @@ spandrel, tiled with the official rule; faces pasted onto the upscaled frame."""
 
 from __future__ import annotations
 
-import fcntl
-import importlib.util
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sadtalker_core.enhance import ENHANCE_FILES
 from sadtalker_core.enhance.landmarks import FACE_TEMPLATE
 from sadtalker_core.enhance.restore import EnhanceConfig, FaceEnhancer
 from sadtalker_core.enhance.upscale import (
@@ -22,31 +18,8 @@ from sadtalker_core.enhance.upscale import (
     resolve_background,
 )
 from sadtalker_core.errors import ModelNotFoundError, UnsupportedCheckpointError
+from sadtalker_core.models import FILES as ENHANCE_FILES
 from sadtalker_core.render.infer import to_uint8
-
-REFERENCE = Path(os.environ.get("SADTALKER_SHARED", Path(__file__).parents[2] / "shared"))
-REFERENCE = REFERENCE / "reference"
-
-
-@pytest.fixture(scope="module")
-def realesrgan_file() -> Path:
-    """RealESRGAN_x2plus.pth in its official container, written once by make_weights.py."""
-    default = Path.home() / ".cache" / "sadtalker_core" / "test-enhance-extras"
-    dest = Path(os.environ.get("SADTALKER_TEST_EXTRAS", default))
-    dest.mkdir(parents=True, exist_ok=True)
-    target, stamp = dest / REALESRGAN_FILE, dest / f".{REALESRGAN_FILE}.generated-v1"
-    with open(dest / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target.exists() and stamp.exists()):
-            spec = importlib.util.spec_from_file_location("mw", REFERENCE / "make_weights.py")
-            mw = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mw)
-            meta, arrays = mw.generate(str(REFERENCE / "keys" / f"{REALESRGAN_FILE}.tsv"))
-            (dest / ".tmp").mkdir(exist_ok=True)
-            mw.save(meta, arrays, str(dest / ".tmp" / REALESRGAN_FILE))
-            os.replace(dest / ".tmp" / REALESRGAN_FILE, target)
-            stamp.touch()
-    return target
 
 
 def rrdb_state_dict(feat: int = 16, grow: int = 32, blocks: int = 1, seed: int = 0) -> dict:

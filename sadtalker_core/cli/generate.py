@@ -14,14 +14,16 @@ from ..config import (
     AUTO,
     BLENDS,
     DETECTORS,
+    ENHANCER_NAMES,
     PRECISIONS,
     PREPROCESS_MODES,
+    EnhanceConfig,
     ExtractConfig,
+    PipelineConfig,
     RenderConfig,
 )
-from ..enhance.restore import ENHANCERS, EnhanceConfig
 from ..errors import SadTalkerError
-from ..pipeline import PipelineConfig, SadTalkerPipeline
+from ..pipeline import SadTalkerPipeline
 from .coeffs import add_motion_arguments, coeff_config
 from .common import TerminalBar, checkpoint_dirs, say
 
@@ -123,7 +125,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
     run.add_argument(
         "--enhancer",
-        choices=tuple(ENHANCERS),
+        choices=ENHANCER_NAMES,
         help="restore the faces of every frame (GFPGANv1.4.pth / RestoreFormer.pth; needs spandrel)",
     )
     run.add_argument(
@@ -135,8 +137,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--background_enhancer",
-        choices=("realesrgan",),
-        help="background enhancer (not available yet)",
+        metavar="realesrgan|FILE",
+        help="with --enhancer: upscale the whole frame with Real-ESRGAN (RealESRGAN_x2plus.pth) "
+        "or any spandrel upscaler file, tiled (official: realesrgan)",
     )
     p.set_defaults(func=run_cli)
 
@@ -218,7 +221,12 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         coeffs=coeff_config(args),
         render=RenderConfig(batch_size=args.batch_size, precision=args.precision),
         blend=args.blend,
-        enhance=EnhanceConfig(args.enhancer, args.enhance_upscale, args.detector)
+        enhance=EnhanceConfig(
+            args.enhancer,
+            args.enhance_upscale,
+            args.detector,
+            background=args.background_enhancer,
+        )
         if args.enhancer
         else None,
         crf=args.crf,
@@ -226,10 +234,10 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    if args.background_enhancer:
+    if args.background_enhancer and not args.enhancer:
         raise SadTalkerError(
-            "The background enhancer (Real-ESRGAN) is not available yet; run without "
-            "--background_enhancer (--enhancer restores the faces)."
+            "--background_enhancer works together with --enhancer (as in the official CLI): "
+            "add --enhancer gfpgan, or leave out --background_enhancer."
         )
     jobs = _jobs(args)
     try:

@@ -31,7 +31,16 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "checkpoint_dir", nargs="?", help="target folder (default: the first searched folder)"
     )
     p.add_argument("--size", choices=("256", "512", "all"), default="256", help="render model size")
-    p.add_argument("--enhancer", action="store_true", help="also fetch GFPGANv1.4.pth")
+    p.add_argument(
+        "--enhancer",
+        action="store_true",
+        help="also fetch GFPGANv1.4.pth and parsing_parsenet.pth (face enhancer + paste mask)",
+    )
+    p.add_argument(
+        "--background_enhancer",
+        action="store_true",
+        help="also fetch RealESRGAN_x2plus.pth (background upscaler)",
+    )
     p.set_defaults(func=download)
 
 
@@ -79,7 +88,7 @@ def check_weights(args: argparse.Namespace) -> int:
 def download(args: argparse.Namespace) -> int:
     dest = args.checkpoint_dir or checkpoint_dirs(args)[0]
     sizes = (256, 512) if args.size == "all" else (int(args.size),)
-    names = files_for(sizes, enhancer=args.enhancer)
+    names = files_for(sizes, enhancer=args.enhancer, background=args.background_enhancer)
     bars: dict[str, TerminalBar] = {}
 
     def progress(name: str, done: int, total: int) -> None:

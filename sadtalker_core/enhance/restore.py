@@ -26,7 +26,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DETECTORS
+from ..config import ENHANCER_NAMES, EnhanceConfig
 from ..errors import MissingDependencyError, UnsupportedCheckpointError
 from ..face.detect import detect_faces, get_detector
 from ..models import (
     FILES,
+    MODELS,
     default_checkpoint_dirs,
     file_key,
     find_file,
@@ -49,7 +49,7 @@ from ..models import (
 from ..render.infer import to_uint8
 from .landmarks import FACE_TEMPLATE, FrameLandmarks, alignment, five_points, points_per_frame
 from .parsing import PARSENET_FILE, load_parsenet, parse_masks
-from .upscale import TILE, TILE_PAD, BackgroundUpscaler
+from .upscale import BackgroundUpscaler
 
 __all__ = [
     "ENHANCERS",
@@ -70,6 +70,7 @@ ENHANCERS: dict[str, tuple[str, str]] = {
     "gfpgan": ("GFPGANv1.4.pth", "GFPGAN"),
     "RestoreFormer": ("RestoreFormer.pth", "RestoreFormer"),
 }
+assert tuple(ENHANCERS) == ENHANCER_NAMES
 FACE_SIZE = 512  # both restorers work on 512x512 aligned faces
 FILL_RGB = (132 / 255, 133 / 255, 135 / 255)  # crop area outside the frame (the official's grey)
 # Soft paste mask in template pixels when there is no parsing network: 1 from MASK_INSET +
@@ -77,41 +78,6 @@ FILL_RGB = (132 / 255, 133 / 255, 135 / 255)  # crop area outside the frame (the
 # mask gives after its erosion + Gaussian blur on a 512 face).
 MASK_INSET, MASK_RAMP = 28.0, 40.0
 _square_notice = [False]  # the "no parsing network" notice is logged once per process
-
-
-@dataclass(frozen=True)
-class EnhanceConfig:
-    """Options of the enhance stage."""
-
-    enhancer: str = "gfpgan"  # gfpgan (GFPGAN v1.4) | RestoreFormer
-    upscale: int = 2  # output frames are this many times larger (the official enhancer: 2)
-    detector: str = "auto"  # finder for frames without landmarks: auto|official|face_alignment|dlib
-    batch_size: int = 4  # faces per restoration / parsing call
-    min_eye_distance: float = 5.0  # pixels; smaller faces are left as they are (as officially)
-    background: str | None = None  # None: bicubic | realesrgan | path of any spandrel upscaler
-    background_tile: int = TILE  # background tile side, input pixels (official 400); 0 = untiled
-    background_tile_pad: int = TILE_PAD  # context pixels around each tile (official 10)
-
-    def __post_init__(self):
-        if self.enhancer not in ENHANCERS:
-            raise ValueError(
-                f"enhancer must be one of {', '.join(ENHANCERS)}; got '{self.enhancer}'."
-            )
-        if self.upscale not in (1, 2, 3, 4):
-            raise ValueError(f"upscale must be 1, 2, 3 or 4; got {self.upscale}.")
-        if self.detector != "auto" and self.detector not in DETECTORS:
-            raise ValueError(
-                f"detector must be auto or one of {', '.join(DETECTORS)}; got '{self.detector}'."
-            )
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
-        if self.background is not None and not str(self.background).strip():
-            raise ValueError("background must be None, 'realesrgan' or an upscaler file path.")
-        if self.background_tile < 0 or self.background_tile_pad < 0:
-            raise ValueError(
-                "background_tile and background_tile_pad must be >= 0; got "
-                f"{self.background_tile} and {self.background_tile_pad}."
-            )
 
 
 def estimate_memory(batch_size: int) -> int:
@@ -186,11 +152,21 @@ class FaceEnhancer:
         self.dirs = default_checkpoint_dirs(checkpoint_dirs)
         file_name, self.arch = ENHANCERS[cfg.enhancer]
         self.path = require_file(file_name, self.dirs)
-        self.model = load_restorer(self.path, self.arch, self.device)
+        self._model = _restorer_ref(self.path, self.arch, self.device)
         self._detector = None  # created on first use: callers that pass landmarks never need it
         parse_path = find_file(PARSENET_FILE, self.dirs)
-        self.parsenet = load_parsenet(parse_path, self.device) if parse_path else None
-        if self.parsenet is None and not _square_notice[0]:
+        self._parsenet = (
+            MODELS.ref(
+                ("parsenet", file_key(parse_path), str(self.device)),
+                lambda: load_parsenet(parse_path, self.device),
+                self.device,
+                name=f"face parsing ({parse_path.name})",
+                path=parse_path,
+            )
+            if parse_path
+            else None
+        )
+        if self._parsenet is None and not _square_notice[0]:
             _square_notice[0] = True
             log.info(
                 "%s not found: restored faces are pasted back with a soft square mask instead "
@@ -203,15 +179,32 @@ class FaceEnhancer:
             background = BackgroundUpscaler(  # moved to the enhancer's device
                 background, self.device, cfg.background_tile, cfg.background_tile_pad
             )
+        self._background = background
         if background is None and cfg.background is not None:
-            background = BackgroundUpscaler.from_name(
-                cfg.background,
-                self.dirs,
-                self.device,
-                cfg.background_tile,
-                cfg.background_tile_pad,
+            name, dirs, dev = cfg.background, self.dirs, self.device
+            tile, pad = cfg.background_tile, cfg.background_tile_pad
+            self._background = MODELS.ref(
+                ("upscaler", str(name), tuple(map(str, dirs)), str(dev), tile, pad),
+                lambda: BackgroundUpscaler.from_name(name, dirs, dev, tile, pad),
+                dev,
+                name=f"background upscaler ({name})",
             )
-        self.background = background
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The restorer network (through the model cache: follows a host's offload/evict)."""
+        return self._model()
+
+    @property
+    def parsenet(self) -> torch.nn.Module | None:
+        """The face-parsing network, or None when its file is absent."""
+        return None if self._parsenet is None else self._parsenet()
+
+    @property
+    def background(self) -> BackgroundUpscaler | None:
+        """The background upscaler, or None (bicubic enlargement)."""
+        bg = self._background
+        return bg() if callable(bg) and not isinstance(bg, BackgroundUpscaler) else bg
 
     @property
     def detector(self):
@@ -384,24 +377,31 @@ class FaceEnhancer:
         region.mul_(1 - alpha).add_(sampled[:3] * alpha)
 
 
-_restorers: dict[tuple, torch.nn.Module] = {}
+def _restorer_ref(path: Path, arch: str, device: torch.device):
+    return MODELS.ref(
+        ("restorer", arch, file_key(path), str(device)),
+        lambda: _build_restorer(path, arch, device),
+        device,
+        name=f"{arch} ({path.name})",
+        path=path,
+    )
 
 
 def load_restorer(
     path: str | os.PathLike, arch: str, device: str | torch.device
 ) -> torch.nn.Module:
     """The restorer network of ``path`` (GFPGAN v1.x clean or RestoreFormer) in eval mode on
-    ``device``, built by spandrel from a safely read state dict; cached per (file, device).
+    ``device``, built by spandrel from a safely read state dict; cached in ``MODELS`` per
+    (file, device).
 
     Raises:
         MissingDependencyError: spandrel is not installed.
         UnsupportedCheckpointError: the file is not the ``arch`` network.
     """
-    path = Path(path)
-    key = (*file_key(path), str(torch.device(device)))
-    hit = _restorers.get(key)
-    if hit is not None:
-        return hit
+    return _restorer_ref(Path(path), arch, torch.device(device))()
+
+
+def _build_restorer(path: Path, arch: str, device: torch.device) -> torch.nn.Module:
     try:
         from spandrel import ModelLoader
     except ImportError as e:
@@ -422,6 +422,5 @@ def load_restorer(
             f"{path} holds a {descriptor.architecture.name} network, not {arch}.{hint}"
         )
     model = descriptor.model.eval().requires_grad_(False)
-    _restorers[key] = model
     log.info("loaded %s from %s on %s", arch, path.name, device)
     return model

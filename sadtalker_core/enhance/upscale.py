@@ -21,15 +21,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..config import BACKGROUND_TILE, BACKGROUND_TILE_PAD
 from ..errors import MissingDependencyError, ModelNotFoundError, UnsupportedCheckpointError
-from ..models import find_file, read_state_dict
-from . import ENHANCE_FILES
+from ..models import FILES, find_file, read_state_dict
 
 log = logging.getLogger(__name__)
 
 REALESRGAN_FILE = "RealESRGAN_x2plus.pth"
 BACKGROUNDS = {"realesrgan": REALESRGAN_FILE}  # official --background_enhancer names -> file
-TILE, TILE_PAD = 400, 10  # official RealESRGANer(tile=400, tile_pad=10)
+TILE, TILE_PAD = BACKGROUND_TILE, BACKGROUND_TILE_PAD
 
 
 def load_upscaler(path: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
@@ -46,7 +46,7 @@ def load_upscaler(path: str | os.PathLike, device: str | torch.device = "cpu") -
         from spandrel import ImageModelDescriptor, ModelLoader
     except ImportError as e:
         raise MissingDependencyError("spandrel", "The background upscaler") from e
-    spec = ENHANCE_FILES.get(path.name)
+    spec = FILES.get(path.name)
     hint = f" {spec.download_hint}." if spec else ""
     sd = read_state_dict(path)
     try:
@@ -94,7 +94,7 @@ def resolve_background(name: str, dirs: Sequence[Path]) -> Path:
     found = find_file(direct.name, dirs)
     if found is not None:
         return found
-    spec = ENHANCE_FILES.get(direct.name)
+    spec = FILES.get(direct.name)
     where = dirs[0] if dirs else Path("models/sadtalker")
     hint = (
         f"{spec.download_hint} and put it in {where}."

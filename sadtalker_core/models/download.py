@@ -26,19 +26,25 @@ CORE_FILES = {
     256: ("SadTalker_V0.0.2_256.safetensors", *_SHARED),
     512: ("SadTalker_V0.0.2_512.safetensors", *_SHARED),
 }
-ENHANCER_FILES = ("GFPGANv1.4.pth",)
+ENHANCER_FILES = ("GFPGANv1.4.pth", "parsing_parsenet.pth")  # face restoration + its paste mask
+BACKGROUND_FILES = ("RealESRGAN_x2plus.pth",)
 
 
 class DownloadError(SadTalkerError, OSError):
     """A file could not be fetched; the message lists what to download by hand and where."""
 
 
-def files_for(sizes: Sequence[int] = (256,), enhancer: bool = False) -> list[str]:
+def files_for(
+    sizes: Sequence[int] = (256,), enhancer: bool = False, background: bool = False
+) -> list[str]:
+    """The files to download for render ``sizes``, the face enhancer, the background upscaler."""
     names: list[str] = []
     for s in sizes:
         names += [n for n in CORE_FILES[s] if n not in names]
     if enhancer:
         names += list(ENHANCER_FILES)
+    if background:
+        names += list(BACKGROUND_FILES)
     return names
 
 

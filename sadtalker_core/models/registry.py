@@ -192,6 +192,22 @@ FILES: dict[str, CheckpointFile] = {
             required_keys=("quantize.embedding.weight", "encoder.conv_in.weight"),
         ),
         CheckpointFile(
+            "parsing_parsenet.pth",
+            "face-parsing mask for pasting restored faces back (optional, used when present)",
+            85,
+            f"{FACEXLIB_URL}/v0.2.2/parsing_parsenet.pth",
+            needed_for="enhancer",
+            required_keys=("encoder.0.conv2d.weight", "out_mask_conv.conv2d.weight"),
+        ),
+        CheckpointFile(
+            "RealESRGAN_x2plus.pth",
+            "Real-ESRGAN x2 background upscaler (optional, --background_enhancer realesrgan)",
+            67,
+            "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
+            needed_for="enhancer",
+            required_keys=("conv_first.weight", "body.0.rdb1.conv1.weight"),
+        ),
+        CheckpointFile(
             "detection_Resnet50_Final.pth",
             "RetinaFace face detector of the official pipeline (optional)",
             105,

@@ -1,0 +1,118 @@
+"""Render stage robustness: the out-of-memory batch-halving retry (simulated error) and every
+precision path (run where the device allows it; on CPU the documented fallback)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from sadtalker_core.config import PRECISIONS
+from sadtalker_core.render.infer import RenderConfig, Renderer, RenderModels, resolve_precision
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def renderer(weights_dir):
+    return Renderer(RenderModels.load(weights_dir, size=256, preprocess="crop", device=DEVICE))
+
+
+@pytest.fixture(scope="module")
+def clip(golden):
+    g = golden("facerender_e2e")
+    coeffs = np.concatenate([g["coeffs"]] * 2)[:FRAMES]  # a few frames are enough
+    return torch.from_numpy(g["source_image"][:1]), g["first_coeff"][0, :70], coeffs
+
+
+def _render(renderer, clip, batch_size=FRAMES, precision="fp32"):
+    source, first, coeffs = clip
+    cfg = RenderConfig(batch_size=batch_size, precision=precision)
+    batches = list(renderer.stream(source, first, coeffs, cfg))
+    return batches, torch.cat(batches).float().cpu()
+
+
+@pytest.fixture(scope="module")
+def exact(renderer, clip):
+    return _render(renderer, clip, batch_size=1)[1]
+
+
+class _OOMAbove:
+    """Wraps ``generator.animate``: raises the device's out-of-memory error for batches larger
+    than ``limit`` frames, as a GPU without enough free memory does."""
+
+    def __init__(self, generator, limit: int, error=torch.OutOfMemoryError):
+        self.real, self.limit, self.error, self.sizes = generator.animate, limit, error, []
+
+    def __call__(self, feature, kp_source, kp_driving):
+        n = kp_driving["value"].shape[0] if isinstance(kp_driving, dict) else len(kp_driving)
+        self.sizes.append(n)
+        if n > self.limit:
+            raise self.error(f"CUDA out of memory. Tried to allocate {n} GiB")
+        return self.real(feature, kp_source, kp_driving)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_frame(
+    renderer, clip, exact, monkeypatch, caplog
+):
+    gen = renderer.models.generator
+    oom = _OOMAbove(gen, limit=1)
+    monkeypatch.setattr(gen, "animate", oom)
+    with caplog.at_level(logging.WARNING, logger="sadtalker_core.render.infer"):
+        batches, frames = _render(renderer, clip, batch_size=4)
+    assert oom.sizes[:3] == [4, 2, 1]  # 4 -> 2 -> 1, then it stays at 1
+    assert [b.shape[0] for b in batches] == [1] * FRAMES
+    assert "out of memory at batch size 4; retrying with 2" in caplog.text
+    torch.testing.assert_close(frames, exact, rtol=0, atol=0)
+
+
+def test_out_of_memory_at_batch_one_is_raised(renderer, clip, monkeypatch):
+    gen = renderer.models.generator
+    monkeypatch.setattr(gen, "animate", _OOMAbove(gen, limit=0))
+    with pytest.raises(torch.OutOfMemoryError):
+        _render(renderer, clip, batch_size=2)
+
+
+def test_other_errors_are_not_retried(renderer, clip, monkeypatch):
+    gen = renderer.models.generator
+    wrapped = _OOMAbove(gen, limit=0, error=RuntimeError)
+    monkeypatch.setattr(gen, "animate", wrapped)
+    with pytest.raises(RuntimeError, match="Tried to allocate"):
+        _render(renderer, clip, batch_size=2)  # "out of memory" is in the text: still an OOM
+    wrapped.error = lambda msg: ValueError("shape mismatch")
+    wrapped.sizes.clear()
+    with pytest.raises(ValueError, match="shape mismatch"):
+        _render(renderer, clip, batch_size=4)
+    assert wrapped.sizes == [4]  # no retry
+
+
+def test_precision_names():
+    assert PRECISIONS == ("auto", "fp32", "tf32", "bf16", "fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        RenderConfig(precision="int8")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cuda) == "tf32" and resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("tf32", cuda) == "tf32" and resolve_precision("tf32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+
+
+# (precision, max abs, mean abs) deviation from exact fp32 over the frames in [0, 1]
+BOUNDS = {"auto": (2e-3, 1e-4), "tf32": (2e-2, 1e-3), "bf16": (0.25, 0.03), "fp16": (0.1, 0.01)}
+
+
+@pytest.mark.parametrize("precision", ["auto", "tf32", "bf16", "fp16"])
+def test_every_precision_renders_close_to_fp32(renderer, clip, exact, precision, caplog):
+    with caplog.at_level(logging.WARNING, logger="sadtalker_core.render.infer"):
+        batches, frames = _render(renderer, clip, batch_size=2, precision=precision)
+    assert frames.shape == exact.shape and frames.dtype == torch.float32
+    assert torch.isfinite(frames).all() and frames.min() >= 0 and frames.max() <= 1
+    err = (frames - exact).abs()
+    max_abs, mean_abs = BOUNDS[precision]
+    assert err.max() <= max_abs and err.mean() <= mean_abs, (err.max(), err.mean())
+    if precision == "tf32" and DEVICE.type != "cuda":
+        torch.testing.assert_close(frames, exact, rtol=0, atol=0)  # the documented fallback
+    if precision in ("bf16", "fp16"):
+        assert err.max() > 0  # the reduced precision really ran
