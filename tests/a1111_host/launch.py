@@ -26,6 +26,10 @@ def is_installed(package):
 def run_pip(command, desc=None, live=False):
     index_url_line = f" --index-url {index_url}" if index_url != "" else ""
     line = f'"{python}" -m pip {command} --prefer-binary{index_url_line}'
+    constraint = command.split(" -c ", 1)[1].split('"')[1] if " -c " in command else None
     with open(os.environ["SADTALKER_RUN_PIP_LOG"], "a") as f:
         f.write(line + "\n")
+        if constraint:  # install.py deletes it afterwards: keep what it pinned
+            with open(constraint) as c:
+                f.write("".join(f"constraint: {pin}\n" for pin in c.read().split()))
     return ""

@@ -1,0 +1,366 @@
+"""The AUTOMATIC1111 / Forge extension in real gradio 3.41.2 (A1111 1.10) and 4.40.0 (Forge).
+
+Each gradio lives in its own ``--target`` folder (``.ci/hosts_a1111.sh``); a subprocess loads
+``scripts/*.py`` the way the webui does, around stand-ins for the host's own modules
+(``tests/a1111_host``), and serves on 127.0.0.1. The tab is driven with that version's
+gradio_client and a headless Chromium, the API with urllib. Renders are tiny: 0.4 s of speech at
+5 fps = 2 frames at 256 px.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = REPO / "tests" / "a1111_host"
+GRADIO = {"3": REPO / ".ci" / "gradio3", "4": REPO / ".ci" / "gradio4"}
+FPS = 5
+CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, str(REPO))
+
+from sadtalker_webui.options import OPTIONS, OptionError, pipeline_config  # noqa: E402
+
+
+def _speech(path: Path, seconds: float) -> Path:
+    """espeak-ng speech cut (or padded with silence) to ``seconds``, 16 kHz mono wav."""
+    import soundfile as sf
+
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(
+        ["espeak-ng", "-s", "170", "-w", str(raw), "Hello there, this is a talking head test"],
+        check=True,
+    )
+    data, sr = sf.read(raw, dtype="float32")
+    n = int(seconds * sr)
+    data = np.pad(data, (0, max(0, n - len(data))))[:n]
+    sf.write(path, data, sr)
+    return path
+
+
+def _probe(path: Path) -> tuple[int, float, float, bool]:
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(v))
+        fps = float(v.average_rate)
+        return frames, fps, frames / fps, bool(c.streams.audio)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Webui:
+    """A running stand-in webui with the extension loaded."""
+
+    def __init__(self, version: str, data: Path, weights: Path):
+        target = GRADIO[version]
+        if not (target / ".complete").exists():
+            pytest.fail(f"{target} is missing: run .ci/hosts_a1111.sh first")
+        self.version, self.data = version, data
+        self.env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{HOST}"}
+        self.env["SADTALKER_WEBUI_DATA"] = str(data)
+        (data / "config.json").write_text(json.dumps({"sadtalker_weights_dir": str(weights)}))
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data / "webui.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(HOST / "webui.py"), str(REPO), str(self.port)],
+                cwd=data,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.time() + 240
+        while "READY" not in self.log.read_text():
+            if self.proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"the webui did not start:\n{self.log.read_text()[-4000:]}")
+            time.sleep(0.5)
+
+    def state(self) -> dict:
+        return self.get("/stand-in/state")[1]
+
+    def get(self, route: str) -> tuple[int, dict]:
+        with urllib.request.urlopen(self.url + route, timeout=30) as r:
+            return r.status, json.load(r)
+
+    def post(self, route: str, body: dict, timeout: float = 900) -> tuple[int, dict]:
+        req = urllib.request.Request(
+            self.url + route,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+
+    def drive(self, **request) -> dict:
+        """A gradio_client call (drive.py), in this gradio's environment."""
+        request.setdefault("option_names", [o.name for o in OPTIONS])
+        request.setdefault("defaults", {o.name: _ui_default(o) for o in OPTIONS})
+        out = subprocess.run(
+            [sys.executable, str(HOST / "drive.py"), self.url, json.dumps(request)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert out.returncode == 0, out.stderr[-4000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def results(self) -> list[Path]:
+        return sorted((self.data / "outputs" / "sadtalker").rglob("*"))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _ui_default(o):
+    if o.kind == "choice":
+        return str(o.default)
+    return "" if o.kind == "angles" else o.default
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("a1111_media")
+    blank = d / "no_face.png"
+    gradient = np.linspace(40, 200, 320 * 320, dtype=np.float32).reshape(320, 320)
+    Image.fromarray(np.stack([gradient.astype(np.uint8)] * 3, -1)).save(blank)
+    return {
+        "speech": _speech(d / "speech.wav", 0.4),  # 0.4 s * 5 fps = 2 frames
+        "long_speech": _speech(d / "long.wav", 2.0),  # 10 frames: time to interrupt
+        "no_face": blank,
+        "portrait": Path(os.environ.get("SADTALKER_SHARED", REPO.parent / "shared"))
+        / "fixtures"
+        / "people_0.png",
+    }
+
+
+@pytest.fixture(scope="module", params=["3", "4"], ids=["gradio3", "gradio4"])
+def webui(request, tmp_path_factory, weights_dir):
+    data = tmp_path_factory.mktemp(f"webui_gradio{request.param}")
+    txt2img = data / "outputs" / "txt2img-images" / "2026-01-01"
+    txt2img.mkdir(parents=True)
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(txt2img / "00001-123.png")
+    server = Webui(request.param, data, weights_dir)
+    yield server
+    server.close()
+
+
+# --- no server ---------------------------------------------------------------------------
+
+
+def test_options_use_the_cli_names_and_refuse_unknown_ones():
+    config, values = pipeline_config(
+        {"size": "512", "still": "true", "input_yaw": "0, 20", "enhancer": "gfpgan", "fps": 30}
+    )
+    assert config.extract.size == 512 and config.coeffs.still is True
+    assert config.coeffs.input_yaw == (0.0, 20.0) and config.enhance.enhancer == "gfpgan"
+    assert config.coeffs.fps == 30.0 and values["preprocess"] == "crop"
+    with pytest.raises(OptionError, match="Unknown option 'pose'.*pose_style"):
+        pipeline_config({"pose": 3})
+    with pytest.raises(OptionError, match="'pose_style' must be in 0..45"):
+        pipeline_config({"pose_style": 46})
+    with pytest.raises(OptionError, match="'preprocess': choose one of"):
+        pipeline_config({"preprocess": "zoom"})
+    with pytest.raises(OptionError, match="Real-ESRGAN"):
+        pipeline_config({"background_enhancer": "realesrgan"})
+
+
+def test_install_py_as_a1111_runs_it(tmp_path):
+    """``install.py`` with A1111's ``launch`` importable: nothing to do -> no pip call, fast; a
+    missing requirement -> one ``launch.run_pip`` pinned to the installed torch and numpy."""
+    log = tmp_path / "pip.log"
+    env = {**os.environ, "PYTHONPATH": str(HOST), "SADTALKER_RUN_PIP_LOG": str(log)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(REPO / "install.py")], env=env, check=True, cwd=tmp_path)
+    assert time.perf_counter() - t0 < 10
+    assert not log.exists()
+
+    ext = tmp_path / "extension"
+    ext.mkdir()
+    shutil.copy(REPO / "install.py", ext)
+    (ext / "requirements.txt").write_text("numpy\ntorch\nsafetensors>=0.4\nsadtalker-not-a-pkg>=1\n")
+    subprocess.run([sys.executable, str(ext / "install.py")], env=env, check=True, cwd=tmp_path)
+    lines = log.read_text().splitlines()
+    pips = [ln for ln in lines if " -m pip " in ln]
+    assert len(pips) == 1 and 'install "sadtalker-not-a-pkg>=1"' in pips[0], lines
+    from importlib.metadata import version
+
+    assert f"constraint: torch=={version('torch')}" in lines
+    assert f"constraint: numpy=={version('numpy')}" in lines
+
+
+# --- one stand-in webui per gradio version -------------------------------------------------
+
+
+def test_tab_settings_and_weights(webui):
+    state = webui.state()
+    assert state["tabs"] == ["SadTalker"] and state["callback_errors"] == []
+    assert set(state["settings"]) == {
+        "sadtalker_weights_dir",
+        "sadtalker_results_dir",
+        "sadtalker_detector",
+        "sadtalker_precision",
+        "sadtalker_keep_loaded",
+    }
+    assert state["setting_sections"] == [str(("sadtalker", "SadTalker"))]
+    status, report = webui.get("/sadtalker/v1/weights")
+    by_name = {f["name"]: f["status"] for f in report["files"]}
+    # A1111's pickle checker refuses every .pth here; the report goes through torch's own loader.
+    assert by_name["mapping_00229-model.pth.tar"] == "found", report
+    assert by_name["SadTalker_V0.0.2_256.safetensors"] == "found"
+
+
+def test_generate_error_and_again_through_gradio_client(webui, media):
+    """Click, a face-free picture (error text, no crash), click again: models built once."""
+    today = datetime.date.today().isoformat()
+    first = webui.drive(
+        action="generate",
+        image=str(media["portrait"]),
+        audio=str(media["speech"]),
+        options={"fps": FPS},
+    )
+    assert "2 frames at 5 fps = 0.40 s, with sound" in first["info"], first
+    saved = [p for p in webui.results() if p.suffix == ".mp4"]
+    assert len(saved) == 1 and saved[0].parent.name == today
+    assert saved[0].parent.parent == webui.data / "outputs" / "sadtalker"
+    assert _probe(saved[0]) == (2, 5.0, 0.4, True)
+    assert _probe(Path(first["video"]))[:2] == (2, 5.0)
+    assert str(saved[0]) in first["history"]
+    loads = webui.state()["network_loads"]
+    assert loads >= 5
+
+    bad = webui.drive(
+        action="generate", image=str(media["no_face"]), audio=str(media["speech"]), options={}
+    )
+    assert "NoFaceDetectedError" in bad["info"] and "No face" in bad["info"], bad
+
+    again = webui.drive(
+        action="generate",
+        image=str(media["portrait"]),
+        audio=str(media["speech"]),
+        options={"fps": FPS, "seed": 3},
+    )
+    assert "2 frames at 5 fps" in again["info"], again
+    assert len([p for p in webui.results() if p.suffix == ".mp4"]) == 2
+    assert again["history"].count("<li>") == 2
+    state = webui.state()
+    assert state["pipelines_built"] == 1 and state["network_loads"] == loads
+    assert state["refused_by_pickle_checker"] == []
+
+
+def test_interrupt_leaves_no_file(webui, media):
+    before = webui.results()
+    out = webui.drive(
+        action="interrupt_generate",
+        image=str(media["portrait"]),
+        audio=str(media["long_speech"]),
+        options={"fps": FPS, "batch_size": 1},
+    )
+    assert "Interrupted: no video was written" in out["info"], out
+    assert '"sampling_steps": 10' in out["info"]  # 2 s * 5 fps
+    assert webui.results() == before
+    assert webui.state()["interrupted"] is False  # the host's wrapper resets it
+
+
+def test_http_api(webui, media):
+    b64 = {k: base64.b64encode(media[k].read_bytes()).decode() for k in ("portrait", "speech")}
+    status, body = webui.post(
+        "/sadtalker/v1/generate",
+        {
+            "source_image": b64["portrait"],
+            "driven_audio": f"data:audio/wav;base64,{b64['speech']}",
+            "fps": FPS,
+            "still": True,
+            "pose_style": 7,
+        },
+    )
+    assert status == 200, body
+    assert (body["frames"], body["fps"], body["seconds"]) == (2, 5.0, 0.4)
+    assert Path(body["path"]).is_file() and Path(body["path"]).parent.parent.name == "sadtalker"
+    video = webui.data / "api.mp4"
+    video.write_bytes(base64.b64decode(body["video"]))
+    assert _probe(video) == (2, 5.0, 0.4, True)
+
+    status, body = webui.post(
+        "/sadtalker/v1/generate",
+        {"source_image": str(media["portrait"]), "driven_audio": b64["speech"], "pose": 1},
+    )
+    assert status == 400 and "Unknown option 'pose'" in body["error"]
+    status, body = webui.post(
+        "/sadtalker/v1/generate",
+        {"source_image": str(media["no_face"]), "driven_audio": str(media["speech"])},
+    )
+    assert status == 422 and body["type"] == "NoFaceDetectedError", body
+    status, body = webui.post(
+        "/sadtalker/v1/generate",
+        {"source_image": str(media["portrait"]), "driven_audio": "bm90IGF1ZGlv"},
+    )
+    assert status == 422 and body["type"] == "InvalidAudioError", body
+    status, body = webui.post("/sadtalker/v1/generate", {"driven_audio": "x"})
+    assert status == 400 and "source_image" in body["error"]
+
+
+def test_last_txt2img_image(webui):
+    out = webui.drive(action="from_txt2img")
+    assert "00001-123.png" in out["info"]
+    image = out["image"]["path"] if isinstance(out["image"], dict) else out["image"]
+    assert Image.open(image).size == (64, 48)
+
+
+def test_browser(webui, media):
+    """Headless Chromium: open the tab, upload, Generate, see the progress, then the video."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(webui.url, wait_until="networkidle")
+        page.get_by_role("tab", name="SadTalker").click()
+        page.locator("#sadtalker_image input[type=file]").set_input_files(str(media["portrait"]))
+        page.locator("#sadtalker_audio input[type=file]").set_input_files(str(media["speech"]))
+        page.get_by_text("Advanced", exact=True).click()
+        fps = page.locator("#sadtalker_fps input[type=number]")
+        fps.fill(str(FPS))
+        fps.press("Enter")
+        page.wait_for_timeout(1000)  # uploads finish
+        page.locator("#sadtalker_generate").click()
+        page.get_by_text("Rendering frames").first.wait_for(timeout=600_000)
+        video = page.locator("#sadtalker_video video")
+        video.wait_for(timeout=600_000)
+        duration = page.wait_for_function(
+            "() => { const v = document.querySelector('#sadtalker_video video');"
+            " return v && v.readyState >= 1 && v.duration; }",
+            timeout=60_000,
+        ).json_value()
+        info = page.locator("#sadtalker_info").inner_text()
+        browser.close()
+    assert abs(duration - 0.4) < 0.05, duration
+    assert "2 frames at 5 fps" in info
