@@ -130,7 +130,7 @@ class Webui:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def results(self) -> list[Path]:
-        return sorted((self.data / "outputs" / "sadtalker").rglob("*"))
+        return sorted(p for p in (self.data / "outputs" / "sadtalker").rglob("*") if p.is_file())
 
     def close(self) -> None:
         self.proc.terminate()
@@ -206,7 +206,9 @@ def test_install_py_as_a1111_runs_it(tmp_path):
     ext = tmp_path / "extension"
     ext.mkdir()
     shutil.copy(REPO / "install.py", ext)
-    (ext / "requirements.txt").write_text("numpy\ntorch\nsafetensors>=0.4\nsadtalker-not-a-pkg>=1\n")
+    (ext / "requirements.txt").write_text(
+        "numpy\ntorch\nsafetensors>=0.4\nsadtalker-not-a-pkg>=1\n"
+    )
     subprocess.run([sys.executable, str(ext / "install.py")], env=env, check=True, cwd=tmp_path)
     lines = log.read_text().splitlines()
     pips = [ln for ln in lines if " -m pip " in ln]
