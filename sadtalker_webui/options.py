@@ -8,7 +8,7 @@ Defaults are read off the core's config dataclasses, so none is typed twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sadtalker_core import CoeffConfig, EnhanceConfig, ExtractConfig, PipelineConfig, RenderConfig
@@ -17,6 +17,8 @@ _EXTRACT, _COEFFS, _RENDER = ExtractConfig(), CoeffConfig(), RenderConfig()
 _ENHANCE, _PIPELINE = EnhanceConfig(), PipelineConfig()
 
 NO_ENHANCER = "none"
+# The background upscaler arrived in the core later: offered only when EnhanceConfig has it.
+HAS_BACKGROUND = "background" in {f.name for f in fields(EnhanceConfig)}
 
 
 class OptionError(ValueError):
@@ -202,6 +204,21 @@ OPTIONS: tuple[Option, ...] = (
         "Enhancer upscale",
         bounds=(1, 4, 1),
     ),
+    *(
+        [
+            Option(
+                "background_enhancer",
+                "choice",
+                NO_ENHANCER,
+                "with a face enhancer: upscale the whole frame with Real-ESRGAN "
+                "(RealESRGAN_x2plus.pth) instead of bicubic",
+                "Background enhancer",
+                choices=(NO_ENHANCER, "realesrgan"),
+            )
+        ]
+        if HAS_BACKGROUND
+        else []
+    ),
     Option(
         "crf",
         "int",
@@ -216,10 +233,14 @@ BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # Inputs the API also accepts besides OPTIONS (files are not options).
 INPUT_NAMES = ("source_image", "driven_audio", "ref_eyeblink", "ref_pose")
 # Accepted for compatibility with the official CLI; refused with a clear message.
-UNAVAILABLE = {
-    "background_enhancer": "The background enhancer (Real-ESRGAN) is not available yet; "
-    "'enhancer' restores the faces."
-}
+UNAVAILABLE = (
+    {}
+    if HAS_BACKGROUND
+    else {
+        "background_enhancer": "The background enhancer (Real-ESRGAN) is not available in "
+        "this version of sadtalker_core; 'enhancer' restores the faces."
+    }
+)
 
 
 def parse_angles(value: Any) -> tuple[float, ...] | None:
@@ -300,6 +321,14 @@ def pipeline_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | Non
     """
     v = resolve(values, defaults)
     enhancer = None if v["enhancer"] == NO_ENHANCER else v["enhancer"]
+    background = v.get("background_enhancer", NO_ENHANCER)
+    background = None if background == NO_ENHANCER else background
+    if background and not enhancer:
+        raise OptionError(
+            "'background_enhancer' works together with a face enhancer (as in the official "
+            "CLI): set 'enhancer' to gfpgan or RestoreFormer, or leave the background off."
+        )
+    extra = {"background": background} if background else {}
     try:
         config = PipelineConfig(
             extract=ExtractConfig(
@@ -323,7 +352,7 @@ def pipeline_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | Non
             ),
             render=RenderConfig(batch_size=v["batch_size"], precision=v["precision"]),
             blend=v["blend"],
-            enhance=EnhanceConfig(enhancer, v["enhance_upscale"], v["detector"])
+            enhance=EnhanceConfig(enhancer, v["enhance_upscale"], v["detector"], **extra)
             if enhancer
             else None,
             crf=v["crf"],

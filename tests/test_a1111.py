@@ -189,8 +189,10 @@ def test_options_use_the_cli_names_and_refuse_unknown_ones():
         pipeline_config({"pose_style": 46})
     with pytest.raises(OptionError, match="'preprocess': choose one of"):
         pipeline_config({"preprocess": "zoom"})
-    with pytest.raises(OptionError, match="Real-ESRGAN"):
+    with pytest.raises(OptionError, match="together with a face enhancer"):
         pipeline_config({"background_enhancer": "realesrgan"})
+    config, _ = pipeline_config({"background_enhancer": "realesrgan", "enhancer": "gfpgan"})
+    assert config.enhance.background == "realesrgan"
 
 
 def test_install_py_as_a1111_runs_it(tmp_path):
