@@ -74,7 +74,8 @@ class PasteBack:
         x0, y0, x1, y1 = self.box
         self._bh, self._bw = y1 - y0, x1 - x0
         if blend == "feather":
-            img = torch.from_numpy(np.ascontiguousarray(face.image)).to(self.device)
+            # torch.tensor copies: face.image may be a read-only array (np.load, a cache).
+            img = torch.tensor(face.image, dtype=torch.uint8, device=self.device)  # (H, W, 3)
             self._full = img.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # (1, 3, H, W)
             self._mask = feather_mask(self._bh, self._bw, feather, self.device)
 

@@ -117,7 +117,16 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    bar = TerminalBar("coefficients", "frame")
+    # generate_coeffs counts network steps (ExpNet over every 25 fps frame, then PoseVAE), not
+    # output frames; the bar is closed as it completes, before the stage logs its summary
+    # (a log line under an open bar makes tqdm draw the bar a second time).
+    bar = TerminalBar("coefficients (ExpNet + PoseVAE)", "step")
+
+    def progress(done: int, total: int) -> None:
+        bar(done, total)
+        if done >= total:
+            bar.close()
+
     try:
         config = coeff_config(args)
         result = generate_coeffs(
@@ -129,7 +138,7 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
             device=auto_device(args.device),
             ref_eyeblink=None if args.ref_eyeblink is None else load_coeff_rows(args.ref_eyeblink),
             ref_pose=None if args.ref_pose is None else load_coeff_rows(args.ref_pose),
-            progress=bar,
+            progress=progress,
         )
         out = result.save(args.out)
         mat = save_mat(result, args.mat) if args.mat is not None else None

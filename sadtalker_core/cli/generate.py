@@ -64,7 +64,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--batch",
         type=Path,
-        help="folder of same-named image/audio pairs, or a CSV: image,audio[,output]",
+        help="folder of same-named image/audio pairs, or a CSV of image,audio[,output] rows "
+        "(relative paths: from the CSV's folder; no output: --result_dir/IMAGE__AUDIO.mp4)",
     )
     src.add_argument(
         "--ref_eyeblink", type=Path, help="video (or coefficient .npz/.mat) whose blinks to copy"
@@ -77,9 +78,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--result_dir", type=Path, default=Path("results"), help="folder for the videos"
     )
     out.add_argument("--out", type=Path, help="exact output path (single clip)")
-    out.add_argument(
-        "--crf", type=int, default=_PIPELINE.crf, help="H.264 quality (0 lossless .. 51 worst)"
-    )
     opt = p.add_argument_group("face")
     opt.add_argument(
         "--size", type=int, default=_PIPELINE.extract.size, choices=(256, 512), help="render size"
@@ -99,53 +97,103 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     opt.add_argument(
         "--face_index", type=int, default=_PIPELINE.extract.face_index, help="0 = the largest face"
     )
-    opt.add_argument(
-        "--blend",
-        default=_PIPELINE.blend,
-        choices=BLENDS,
-        help="paste-back for full modes",
-    )
     add_motion_arguments(p.add_argument_group("motion"))
-    run = p.add_argument_group("runtime")
-    run.add_argument(
+    add_render_arguments(p)
+    p.set_defaults(func=run_cli)
+
+
+def add_render_arguments(parser: argparse.ArgumentParser) -> None:
+    """The render, paste-back, enhance and runtime options shared by ``generate`` and
+    ``render`` (read back by :func:`render_config` and :func:`device_arg`)."""
+    ren = parser.add_argument_group("render")
+    ren.add_argument(
         "--batch_size",
         type=int,
         default=_PIPELINE.render.batch_size,
         help="frames per generator call",
     )
-    run.add_argument(
+    ren.add_argument(
         "--precision",
         default=_PIPELINE.render.precision,
         choices=PRECISIONS,
         help="auto: tf32 on CUDA, fp32 (Winograd convolutions where faster) on CPU; "
         "fp32: exact; bf16/fp16 faster but approximate",
     )
-    run.add_argument("--device", help="cpu | cuda | cuda:N | mps (default: the best available)")
-    run.add_argument("--cpu", action="store_true", help="same as --device cpu")
-    run.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
-    run.add_argument(
+    ren.add_argument(
+        "--blend",
+        default=_PIPELINE.blend,
+        choices=BLENDS,
+        help="paste-back for full modes",
+    )
+    ren.add_argument(
+        "--crf", type=int, default=_PIPELINE.crf, help="H.264 quality (0 lossless .. 51 worst)"
+    )
+    enh = parser.add_argument_group("enhance")
+    enh.add_argument(
         "--enhancer",
         choices=ENHANCER_NAMES,
         help="restore the faces of every frame (GFPGANv1.4.pth / RestoreFormer.pth; needs spandrel)",
     )
-    run.add_argument(
+    enh.add_argument(
         "--enhance_upscale",
         type=int,
         default=EnhanceConfig().upscale,
         choices=(1, 2, 3, 4),
         help="with --enhancer: output frames this many times larger (official: 2)",
     )
-    run.add_argument(
+    enh.add_argument(
         "--background_enhancer",
         metavar="realesrgan|FILE",
         help="with --enhancer: upscale the whole frame with Real-ESRGAN (RealESRGAN_x2plus.pth) "
         "or any spandrel upscaler file, tiled (official: realesrgan)",
     )
-    p.set_defaults(func=run_cli)
+    run = parser.add_argument_group("runtime")
+    run.add_argument("--device", help="cpu | cuda | cuda:N | mps (default: the best available)")
+    run.add_argument("--cpu", action="store_true", help="same as --device cpu")
+    run.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
+
+
+def device_arg(args: argparse.Namespace) -> str | None:
+    """The torch device asked for by ``--device`` / ``--cpu`` (None: the best available)."""
+    return "cpu" if args.cpu else args.device
+
+
+def render_config(
+    args: argparse.Namespace, detector: str, base: PipelineConfig | None = None
+) -> PipelineConfig:
+    """``base`` (default: the defaults) with the options of :func:`add_render_arguments`;
+    ``detector`` finds the faces to restore. Raises SadTalkerError for an inconsistent choice,
+    ValueError for an option out of range."""
+    if args.background_enhancer and not args.enhancer:
+        raise SadTalkerError(
+            "--background_enhancer works together with --enhancer (as in the official CLI): "
+            "add --enhancer gfpgan, or leave out --background_enhancer."
+        )
+    enhance = (
+        EnhanceConfig(
+            args.enhancer, args.enhance_upscale, detector, background=args.background_enhancer
+        )
+        if args.enhancer
+        else None
+    )
+    return replace(
+        base or PipelineConfig(),
+        render=RenderConfig(batch_size=args.batch_size, precision=args.precision),
+        blend=args.blend,
+        enhance=enhance,
+        crf=args.crf,
+    )
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path | None, Path]]:
-    """(image, audio, output) triples of the run."""
+    """(image, audio, output) triples of the run.
+
+    ``--batch FOLDER``: every picture with an audio file of the same stem (``anna.png`` +
+    ``anna.wav``) -> ``<result_dir>/anna.mp4``. ``--batch CSV``: one ``image,audio[,output]`` row
+    per clip (a header row and ``#`` lines are skipped); relative paths, the output's included,
+    are relative to the CSV's folder; without an output ->
+    ``<result_dir>/<image stem>__<audio stem>.mp4``.
+    """
     if args.batch is not None:
         if args.batch.is_dir():
             files = sorted(p for p in args.batch.iterdir() if p.is_file())
@@ -159,6 +207,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path | None, Path]]:
             jobs = []
             if not args.batch.is_file():
                 raise SadTalkerError(f"Batch file not found: {args.batch}.")
+            here = args.batch.expanduser().absolute().parent
             with open(args.batch, newline="") as f:
                 for line, row in enumerate(csv.reader(f), 1):
                     if (
@@ -171,11 +220,9 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path | None, Path]]:
                         raise SadTalkerError(
                             f"Line {line} of {args.batch} must be image,audio[,output]; got {row}."
                         )
-                    img, aud = (
-                        args.batch.parent / row[0].strip(),
-                        args.batch.parent / row[1].strip(),
-                    )
-                    out = Path(row[2].strip()) if len(row) > 2 and row[2].strip() else None
+                    # Every relative path of the CSV is relative to the CSV's folder.
+                    img, aud = (here / row[0].strip(), here / row[1].strip())
+                    out = here / row[2].strip() if len(row) > 2 and row[2].strip() else None
                     jobs.append((img, aud, out or args.result_dir / f"{img.stem}__{aud.stem}.mp4"))
         if not jobs:
             raise SadTalkerError(f"No (image, audio) pairs found in {args.batch}.")
@@ -211,7 +258,7 @@ def _reference(path: Path | None, pipe, extract: ExtractConfig):
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
     """The run's PipelineConfig. Raises ValueError for an option out of range."""
-    return PipelineConfig(
+    base = PipelineConfig(
         extract=ExtractConfig(
             preprocess=args.preprocess,
             size=args.size,
@@ -219,32 +266,17 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
             face_index=args.face_index,
         ),
         coeffs=coeff_config(args),
-        render=RenderConfig(batch_size=args.batch_size, precision=args.precision),
-        blend=args.blend,
-        enhance=EnhanceConfig(
-            args.enhancer,
-            args.enhance_upscale,
-            args.detector,
-            background=args.background_enhancer,
-        )
-        if args.enhancer
-        else None,
-        crf=args.crf,
     )
+    return render_config(args, args.detector, base)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    if args.background_enhancer and not args.enhancer:
-        raise SadTalkerError(
-            "--background_enhancer works together with --enhancer (as in the official CLI): "
-            "add --enhancer gfpgan, or leave out --background_enhancer."
-        )
     jobs = _jobs(args)
     try:
         cfg = _config(args)
     except ValueError as e:  # an option out of range: the config dataclasses say which
         raise SadTalkerError(str(e)) from e
-    pipe = SadTalkerPipeline(checkpoint_dirs(args), "cpu" if args.cpu else args.device)
+    pipe = SadTalkerPipeline(checkpoint_dirs(args), device_arg(args))
     if cfg.enhance is not None:
         pipe.enhancer(cfg.enhance)  # a missing restorer file stops the run before any work
     ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)

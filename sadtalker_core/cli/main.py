@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SadTalkerError
-from . import coeffs, extract, generate, weights
+from . import coeffs, extract, generate, render, weights
 from .common import say
 
 
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sadtalker_core", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (weights, extract, coeffs, generate):
+    for command in (weights, extract, coeffs, render, generate):
         command.add_cli(sub)
     return parser
 

@@ -21,7 +21,8 @@ def default_checkpoint_dirs(
     1. ``explicit`` (a folder or a list of folders given by the caller: CLI flag, node, tab);
     2. the ``SADTALKER_CHECKPOINTS`` environment variable (``os.pathsep``-separated);
     3. ``checkpoints/`` inside the pack (where the official scripts put them).
-    A host's model folders come in through ``explicit`` (its adapter knows them).
+    Each folder is listed once (relative paths made absolute; the same folder reached through
+    another spelling or a link is dropped). A host's model folders come in through ``explicit`` (its adapter knows them).
     Each folder's ``gfpgan/weights`` sub-folder is searched too (official enhancer layout).
     """
     dirs: list[Path] = []
@@ -32,11 +33,13 @@ def default_checkpoint_dirs(
     if env:
         dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
     dirs.append(PACK_CHECKPOINTS)
-    seen: set[Path] = set()
+    seen: set[str] = set()
     unique = []
     for d in dirs:
-        if d not in seen:
-            seen.add(d)
+        d = d.absolute()  # messages name the folder wherever the command ran
+        key = os.path.realpath(d)  # "checkpoints" and the pack's checkpoints/ are one folder
+        if key not in seen:
+            seen.add(key)
             unique.append(d)
     return unique
 
