@@ -14,6 +14,7 @@ import torch
 from .coeffs.generate import CoeffModels, generate_coeffs
 from .config import EnhanceConfig, PipelineConfig
 from .devices import auto_device
+from .enhance.landmarks import track_landmarks
 from .enhance.restore import FaceEnhancer
 from .face.extract import FaceExtractor
 from .io.image import ImageInput
@@ -112,12 +113,23 @@ class SadTalkerPipeline:
         """
         cfg = config or PipelineConfig()
         renderer = self.renderer(face.size, face.preprocess)
-        paste = PasteBack(face, self.device, cfg.blend) if "full" in face.preprocess else None
+        pasted = "full" in face.preprocess
+        paste = PasteBack(face, self.device, cfg.blend) if pasted else None
         enhancer = self.enhancer(cfg.enhance) if cfg.enhance is not None else None
         out_hw = output_size(face)
-        for batch in renderer.iter_batches(face, coeffs, cfg.render, progress, should_cancel):
+        keypoints: list[tuple[torch.Tensor, torch.Tensor]] = []
+        batches = renderer.iter_batches(
+            face, coeffs, cfg.render, progress, should_cancel, lambda *kp: keypoints.append(kp)
+        )
+        for batch in batches:
             frames = paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
-            yield enhancer.enhance(frames) if enhancer is not None else frames
+            if enhancer is None:
+                yield frames
+                continue
+            kp_source, kp_driving = keypoints.pop()
+            # the renderer knows where the head is: no face detection on the frames
+            landmarks = track_landmarks(face, kp_source, kp_driving, frames.shape[1:3], pasted)
+            yield enhancer.enhance(frames, landmarks)
 
     def render_to_file(
         self,

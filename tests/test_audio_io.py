@@ -96,7 +96,10 @@ def _lag_and_error(wav: np.ndarray, ref: np.ndarray) -> tuple[int, float]:
 
 # Relative error bounds vs scipy's independent resample: PCM differs only by the resampling
 # filter and 16-bit rounding; 8 kHz input lacks 4-8 kHz; lossy codecs add coding noise.
-PCM_ERR, BAND_ERR, LOSSY_ERR = 0.03, 0.25, 0.25
+# PCM_ERR: relative error against scipy's resample_poly reference. The official resampler
+# (resampy kaiser_best, which we reproduce) rolls off at 0.917 x Nyquist, so the 7.3-8 kHz band
+# of this speech (~4 % of it) is not kept: 0.039 here, for resampy itself too.
+PCM_ERR, BAND_ERR, LOSSY_ERR = 0.045, 0.25, 0.25
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])

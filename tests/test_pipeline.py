@@ -26,6 +26,7 @@ from PIL import Image
 from sadtalker_core import models as registry
 from sadtalker_core.cli.main import main
 from sadtalker_core.coeffs.generate import CoeffConfig
+from sadtalker_core.config import EnhanceConfig
 from sadtalker_core.errors import CancelledError
 from sadtalker_core.face.extract import ExtractConfig
 from sadtalker_core.io.video import VideoWriter
@@ -445,6 +446,26 @@ def test_cli_full_mode_with_face_and_background_enhancers(
     )  # fmt: skip
     assert rc == 0, err
     check_mp4(out, audio_seconds(wav), 25, (2 * w, 2 * h))
+
+
+def test_enhancer_places_faces_from_the_renderer_without_detecting(
+    weights_dir, restorer_dir, face_crop, speech, monkeypatch
+):
+    """In a run the enhancer takes the face position from the renderer's keypoints: no face
+    detector is built or run on the rendered frames."""
+    from sadtalker_core.enhance import restore
+
+    def no_detector(self):
+        raise AssertionError("the enhancer looked for faces although the renderer knows them")
+
+    monkeypatch.setattr(restore.FaceEnhancer, "detector", property(no_detector))
+    enhanced = SadTalkerPipeline([weights_dir, restorer_dir], "cpu")
+    cfg = replace(config(), enhance=EnhanceConfig(upscale=1, detector="dlib"))
+    coeffs = enhanced.coefficients(face_crop, speech("tracked", 0.05), cfg)
+    (frames,) = list(enhanced.iter_frames(face_crop, coeffs, cfg))
+    plain = np.concatenate(list(enhanced.iter_frames(face_crop, coeffs, config())))
+    assert frames.shape == plain.shape and frames.dtype == np.uint8
+    assert np.abs(frames.astype(int) - plain.astype(int)).mean() > 1.0  # the face was restored
 
 
 def test_cli_enhancer_restores_and_doubles_the_frames(

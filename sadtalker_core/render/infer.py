@@ -197,6 +197,9 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
+KeypointHook = Callable[[torch.Tensor, torch.Tensor], None]  # (kp_source, kp_driving)
+
+
 class Renderer:
     """Streams rendered face frames for (Face, Coeffs) pairs; the networks are loaded once."""
 
@@ -211,6 +214,7 @@ class Renderer:
         config: RenderConfig | None = None,
         progress: Progress | None = None,
         should_cancel: ShouldCancel | None = None,
+        on_keypoints: KeypointHook | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the clip as consecutive (B, 3, size, size) float32 batches in [0, 1] on the device.
 
@@ -223,6 +227,9 @@ class Renderer:
             config: batch size and numerics.
             progress: ``(frames_done, frames_total)`` after each batch; it may raise to cancel.
             should_cancel: checked before each batch; True raises ``CancelledError``.
+            on_keypoints: called with ``(kp_source (1, K, 3), kp_driving (B, K, 3))`` just before
+                each batch is yielded: where the head is in that batch (the enhancer places its
+                face crops with them instead of detecting faces again).
         """
         m = self.models
         if face.size != m.size:
@@ -240,6 +247,7 @@ class Renderer:
             *angles,
             progress=progress,
             should_cancel=should_cancel,
+            on_keypoints=on_keypoints,
         )
 
     @torch.inference_mode()
@@ -254,6 +262,7 @@ class Renderer:
         roll_deg: np.ndarray | None = None,
         progress: Progress | None = None,
         should_cancel: ShouldCancel | None = None,
+        on_keypoints: KeypointHook | None = None,
     ) -> Iterator[torch.Tensor]:
         """The renderer proper (``make_animation``), streaming.
 
@@ -266,7 +275,7 @@ class Renderer:
             rows: (T, C) driving coefficients, one row per frame.
             config: batch size and numerics.
             yaw_deg, pitch_deg, roll_deg: optional (T,) per-frame angle overrides in degrees.
-            progress, should_cancel: see :meth:`iter_batches`.
+            progress, should_cancel, on_keypoints: see :meth:`iter_batches`.
 
         Raises:
             CancelledError: ``should_cancel`` returned True.
@@ -312,6 +321,8 @@ class Renderer:
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
+            if on_keypoints is not None:
+                on_keypoints(kp_source, kp_driving)
             yield out
             start = stop
             if progress is not None:
