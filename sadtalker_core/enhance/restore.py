@@ -35,20 +35,19 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ENHANCER_NAMES, EnhanceConfig
-from ..errors import MissingDependencyError, UnsupportedCheckpointError
+from ..errors import UnsupportedCheckpointError
 from ..face.detect import detect_faces, get_detector
 from ..models import (
-    FILES,
     MODELS,
     default_checkpoint_dirs,
     file_key,
     find_file,
-    read_state_dict,
     require_file,
 )
 from ..render.infer import to_uint8
 from .landmarks import FACE_TEMPLATE, FrameLandmarks, alignment, five_points, points_per_frame
 from .parsing import PARSENET_FILE, load_parsenet, parse_masks
+from .spandrel_io import download_hint, load_descriptor
 from .upscale import BackgroundUpscaler
 
 __all__ = [
@@ -402,24 +401,11 @@ def load_restorer(
 
 
 def _build_restorer(path: Path, arch: str, device: torch.device) -> torch.nn.Module:
-    try:
-        from spandrel import ModelLoader
-    except ImportError as e:
-        raise MissingDependencyError(
-            "spandrel", "The face enhancer (GFPGAN / RestoreFormer)"
-        ) from e
-    spec = FILES.get(path.name)
-    hint = f" {spec.download_hint}." if spec else ""
-    sd = read_state_dict(path)
-    try:
-        descriptor = ModelLoader(torch.device(device)).load_from_state_dict(sd)
-    except Exception as e:  # spandrel raises several types for unknown/mismatched state dicts
-        raise UnsupportedCheckpointError(
-            f"{path} is not a {arch} checkpoint spandrel can load ({str(e).splitlines()[0]}).{hint}"
-        ) from e
+    descriptor = load_descriptor(path, device, "The face enhancer (GFPGAN / RestoreFormer)")
     if descriptor.architecture.id != arch:
         raise UnsupportedCheckpointError(
-            f"{path} holds a {descriptor.architecture.name} network, not {arch}.{hint}"
+            f"{path} holds a {descriptor.architecture.name} network, not {arch}."
+            f"{download_hint(path)}"
         )
     model = descriptor.model.eval().requires_grad_(False)
     log.info("loaded %s from %s on %s", arch, path.name, device)

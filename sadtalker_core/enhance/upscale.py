@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import BACKGROUND_TILE, BACKGROUND_TILE_PAD
-from ..errors import MissingDependencyError, ModelNotFoundError, UnsupportedCheckpointError
-from ..models import FILES, find_file, read_state_dict
+from ..errors import ModelNotFoundError, UnsupportedCheckpointError
+from ..models import FILES, find_file
+from .spandrel_io import download_hint, load_descriptor
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,10 @@ def load_upscaler(path: str | os.PathLike, device: str | torch.device = "cpu") -
             RGB image-to-image model.
     """
     path = Path(path)
-    try:
-        from spandrel import ImageModelDescriptor, ModelLoader
-    except ImportError as e:
-        raise MissingDependencyError("spandrel", "The background upscaler") from e
-    spec = FILES.get(path.name)
-    hint = f" {spec.download_hint}." if spec else ""
-    sd = read_state_dict(path)
-    try:
-        desc = ModelLoader(torch.device(device)).load_from_state_dict(sd)
-    except Exception as e:  # spandrel raises several types for unknown/mismatched state dicts
-        raise UnsupportedCheckpointError(
-            f"{path} is not an upscaler spandrel can load ({str(e).splitlines()[0]}).{hint}"
-        ) from e
+    desc = load_descriptor(path, device, "The background upscaler")
+    from spandrel import ImageModelDescriptor
+
+    hint = download_hint(path)
     if not isinstance(desc, ImageModelDescriptor) or (
         desc.input_channels,
         desc.output_channels,
