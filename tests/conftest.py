@@ -32,6 +32,21 @@ OFFICIAL_FILES = {
 _STAMP = "generated-v1"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop at once, with one message, when the reference data folder is missing (instead of
+    an error in every test that reads it)."""
+    needed = [REFERENCE / "make_weights.py", REFERENCE / "keys", GOLDENS, FIXTURES]
+    absent = [p for p in needed if not p.exists()]
+    if absent:
+        pytest.exit(
+            f"The tests need the reference data folder at {SHARED} "
+            f"({', '.join(str(p.relative_to(SHARED)) for p in absent)} not found there). It sits "
+            "beside this repository as ../shared; set SADTALKER_SHARED=/path/to/shared when it is "
+            "elsewhere. README.md, section Development, says what it holds.",
+            returncode=4,
+        )
+
+
 def _make_weights_module():
     spec = importlib.util.spec_from_file_location("make_weights", REFERENCE / "make_weights.py")
     module = importlib.util.module_from_spec(spec)

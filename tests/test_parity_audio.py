@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REFERENCE
 from scipy.io import wavfile
 
 from sadtalker_core.coeffs import mel as audio
@@ -23,7 +24,7 @@ from sadtalker_core.coeffs.audio2pose import (
 from sadtalker_core.errors import InvalidAudioError, ShapeError
 from sadtalker_core.models.checkpoint import Checkpoint, load_strict
 
-KEYS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "keys"
+KEYS = REFERENCE / "keys"  # ../shared, or $SADTALKER_SHARED (conftest.py)
 NET_ATOL = 1e-4  # goldens/README: float32 re-implementation vs official, network outputs
 MEL_ATOL = 1e-5  # goldens/README: mel vs mel_f64
 
