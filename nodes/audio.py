@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
-from ..sadtalker_core.config import FIELD_HELP, NUM_POSE_STYLES, CoeffConfig, PipelineConfig
+from ..sadtalker_core.config import (
+    FIELD_HELP,
+    NUM_POSE_STYLES,
+    CoeffConfig,
+    ExtractConfig,
+    PipelineConfig,
+)
 from . import _host
 from .types import COEFFS, FACE, MODELS, SadTalkerModels
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF  # ComfyUI's usual seed range (numpy and torch accept 64 bits)
 ANGLE_INPUTS = ("input_yaw", "input_pitch", "input_roll")
+MAX_IDLE_SECONDS = 3600.0
+REFERENCE_FPS = 25.0  # reference videos' motion is used frame by frame, as officially at 25 fps
+log = logging.getLogger(__name__)
 _DEFAULTS = CoeffConfig()
 
 
@@ -33,7 +43,9 @@ class SadTalkerAudioToCoeffs:
     DESCRIPTION = (
         "Turns speech into one row of motion coefficients per video frame: lip and expression "
         "motion (ExpNet), head motion (PoseVAE) and eye blinks. The same seed gives the same "
-        "motion. The frame count is round(audio seconds x fps)."
+        "motion. The frame count is round(audio seconds x fps). Without audio, idle_seconds "
+        "of idle motion (blinks and head motion, closed mouth). Optional reference videos (Load "
+        "Video) drive the head pose and/or the blinks."
     )
     RETURN_TYPES = (COEFFS,)
     RETURN_NAMES = ("coeffs",)
@@ -47,13 +59,6 @@ class SadTalkerAudioToCoeffs:
             "required": {
                 "models": (MODELS, {"tooltip": "From SadTalker Load Models."}),
                 "face": (FACE, {"tooltip": "From SadTalker Face Crop."}),
-                "audio": (
-                    "AUDIO",
-                    {
-                        "tooltip": "Speech to lip-sync (any sample rate, mono or stereo; "
-                        "resampled to 16 kHz mono)."
-                    },
-                ),
                 "seed": (
                     "INT",
                     {
@@ -107,15 +112,51 @@ class SadTalkerAudioToCoeffs:
                 ),
             },
             "optional": {
-                name: (
-                    "STRING",
+                "audio": (
+                    "AUDIO",
                     {
-                        "default": "",
-                        "tooltip": _tip(name) + ". Comma-separated degrees, e.g. '0, 20, 0'; "
-                        "empty = the predicted motion.",
+                        "tooltip": "Speech to lip-sync (any sample rate, mono or stereo; "
+                        "resampled to 16 kHz mono). Leave it unconnected for idle mode."
                     },
-                )
-                for name in ANGLE_INPUTS
+                ),
+                **{
+                    name: (
+                        "STRING",
+                        {
+                            "default": "",
+                            "tooltip": _tip(name) + ". Comma-separated degrees, e.g. '0, 20, 0'; "
+                            "empty = the predicted motion.",
+                        },
+                    )
+                    for name in ANGLE_INPUTS
+                },
+                "idle_seconds": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": MAX_IDLE_SECONDS,
+                        "step": 0.5,
+                        "tooltip": "Only when no audio is connected: "
+                        + FIELD_HELP["idle_seconds"]
+                        + ". 0 with no audio is an error.",
+                    },
+                ),
+                "pose_video": (
+                    "VIDEO",
+                    {
+                        "tooltip": "Reference video (Load Video) whose head motion replaces the "
+                        "predicted pose, frame by frame (official --ref_pose). Ignored when "
+                        "still is on.",
+                    },
+                ),
+                "blink_video": (
+                    "VIDEO",
+                    {
+                        "tooltip": "Reference video (Load Video) whose eye blinks replace the "
+                        "generated blinks (official --ref_eyeblink).",
+                    },
+                ),
             },
         }
 
@@ -132,7 +173,6 @@ class SadTalkerAudioToCoeffs:
         self,
         models: SadTalkerModels,
         face,
-        audio: dict,
         seed: int,
         pose_style: int,
         expression_scale: float,
@@ -143,7 +183,16 @@ class SadTalkerAudioToCoeffs:
         input_yaw: str = "",
         input_pitch: str = "",
         input_roll: str = "",
+        audio: dict | None = None,
+        idle_seconds: float = 0.0,
+        pose_video=None,
+        blink_video=None,
     ):
+        if audio is None and idle_seconds <= 0:
+            raise ValueError(
+                "No audio connected: connect speech (Load Audio), or set idle_seconds for a "
+                "clip of idle motion."
+            )
         config = CoeffConfig(
             seed=seed,
             pose_style=pose_style,
@@ -155,11 +204,36 @@ class SadTalkerAudioToCoeffs:
             input_yaw=parse_angles(input_yaw),
             input_pitch=parse_angles(input_pitch),
             input_roll=parse_angles(input_roll),
+            idle_seconds=None if audio is not None else idle_seconds,
         )
-        coeffs = models.pipeline.coefficients(
-            face, audio, PipelineConfig(coeffs=config), progress=_host.ProgressCallback()
+        pipe = models.pipeline
+        extract = ExtractConfig(
+            preprocess=face.preprocess, size=models.size, detector=models.detector
         )
+        with _host.MEMORY.stage(pipe.device):
+            refs = {
+                "ref_pose": reference_rows(pipe, pose_video, extract),
+                "ref_eyeblink": reference_rows(pipe, blink_video, extract),
+            }
+            coeffs = pipe.coefficients(
+                face,
+                None if audio is None else _host.audio_from_comfy(audio),
+                PipelineConfig(coeffs=config),
+                progress=_host.ProgressCallback(),
+                **refs,
+            )
         return (coeffs,)
+
+
+def reference_rows(pipe, video, extract: ExtractConfig):
+    """Per-frame coefficient rows of a reference VIDEO (None when not connected)."""
+    if video is None:
+        return None
+    with _host.video_path(video) as path:
+        rows, fps = pipe.extractor.extract_video(path, extract, progress=_host.ProgressCallback())
+    if abs(fps - REFERENCE_FPS) > 0.5:
+        log.warning("reference video at %.2f fps: its motion is used frame by frame", fps)
+    return rows
 
 
 NODE_CLASS_MAPPINGS = {"SadTalkerAudioToCoeffs": SadTalkerAudioToCoeffs}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..sadtalker_core.config import ENHANCER_NAMES, EnhanceConfig
-from ..sadtalker_core.enhance.restore import estimate_memory
+from ..sadtalker_core.enhance.restore import FaceEnhancer, estimate_memory
 from . import _host
 from .types import MODELS, SadTalkerModels
 
@@ -62,29 +62,53 @@ class SadTalkerEnhance:
                         "with memory to spare.",
                     },
                 ),
-            }
+            },
+            "optional": {
+                "upscale_model": (
+                    "UPSCALE_MODEL",
+                    {
+                        "tooltip": "Upscale model (Load Upscale Model: Real-ESRGAN or any "
+                        "spandrel upscaler) for the background outside the faces; unconnected "
+                        "= bicubic.",
+                    },
+                ),
+            },
         }
 
     def enhance(
-        self, models: SadTalkerModels, frames, enhancer: str, upscale: int, batch_size: int
+        self,
+        models: SadTalkerModels,
+        frames,
+        enhancer: str,
+        upscale: int,
+        batch_size: int,
+        upscale_model=None,
     ):
         pipe = models.pipeline
-        _host.make_room(estimate_memory(batch_size), pipe.device)  # before the networks load
-        face_enhancer = pipe.enhancer(EnhanceConfig(enhancer, upscale, models.detector, batch_size))
+        config = EnhanceConfig(enhancer, upscale, models.detector, batch_size)
         total = frames.shape[0]
         progress = _host.ProgressCallback()
 
-        def batches():
-            for start in range(0, total, FRAMES_PER_STEP):
-                _host.check_interrupted()
-                chunk = _host.image_to_uint8(frames[start : start + FRAMES_PER_STEP])
-                yield face_enhancer.enhance(chunk)
-                progress(min(start + FRAMES_PER_STEP, total), total)
+        with _host.MEMORY.stage(pipe.device, estimate_memory(batch_size)):
+            if upscale_model is None:
+                face_enhancer = pipe.enhancer(config)
+            else:
+                face_enhancer = FaceEnhancer(pipe.dirs, pipe.device, config, upscale_model)
 
-        try:
-            return (_host.frames_to_image(batches(), total, pad_to_even=True),)
-        finally:
-            _host.release_cache()
+            def batches():
+                for start in range(0, total, FRAMES_PER_STEP):
+                    _host.check_interrupted()
+                    chunk = _host.image_to_uint8(frames[start : start + FRAMES_PER_STEP])
+                    out = face_enhancer.enhance(chunk)
+                    progress(min(start + FRAMES_PER_STEP, total), total)
+                    progress.preview(out)
+                    yield out
+
+            try:
+                return (_host.frames_to_image(batches(), total, pad_to_even=True),)
+            finally:
+                _host.release_upscale_model(upscale_model)
+                _host.release_cache()
 
 
 NODE_CLASS_MAPPINGS = {"SadTalkerEnhance": SadTalkerEnhance}

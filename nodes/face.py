@@ -61,7 +61,9 @@ class SadTalkerFaceCrop:
             detector=models.detector,
             face_index=face_index,
         )
-        face = models.pipeline.extract(image, PipelineConfig(extract=config))
+        pipe = models.pipeline
+        with _host.MEMORY.stage(pipe.device):
+            face = pipe.extract(_host.first_image(image), PipelineConfig(extract=config))
         return (face, _host.uint8_to_image(face.crop[None]))
 
 

@@ -257,7 +257,7 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                 if widget:
                     value = next(values)
                     extra = bool(opts.get("control_after_generate")) + bool(
-                        opts.get("image_upload")
+                        opts.get("image_upload") or opts.get("video_upload")
                     )
                     extra += 2 * bool(opts.get("audio_upload"))  # upload button + player
                     for _ in range(extra):
@@ -295,8 +295,8 @@ def load_host_with_stubs(models_dir: Path):
         def __init__(self, total):
             self.total = total
 
-        def update_absolute(self, value, total=None):
-            updates.append((value, total))
+        def update_absolute(self, value, total=None, preview=None):
+            updates.append((value, total) if preview is None else (value, total, preview))
 
     folder_paths = ModuleType("folder_paths")
     folder_paths.models_dir = str(models_dir)
@@ -312,7 +312,28 @@ def load_host_with_stubs(models_dir: Path):
         "comfy.model_management": comfy.model_management,
         "folder_paths": folder_paths,
     }
-    spec = importlib.util.spec_from_file_location("sadtalker_host_stubbed", REPO / "nodes/_host.py")
+    comfy.model_patcher = ModuleType("comfy.model_patcher")
+    comfy.model_patcher.ModelPatcher = type("ModelPatcher", (), {})
+    stubs["comfy.model_patcher"] = comfy.model_patcher
+    # The pack as a package whose sadtalker_core is the one already imported (no second copy).
+    import sadtalker_core.models.download
+
+    pack = ModuleType("sadtalker_pack_stub")
+    pack.__path__ = [str(REPO)]
+    nodes_pkg = ModuleType("sadtalker_pack_stub.nodes")
+    nodes_pkg.__path__ = [str(REPO / "nodes")]
+    stubs.update(
+        {
+            "sadtalker_pack_stub": pack,
+            "sadtalker_pack_stub.nodes": nodes_pkg,
+            "sadtalker_pack_stub.sadtalker_core": sadtalker_core,
+            "sadtalker_pack_stub.sadtalker_core.models": sadtalker_core.models,
+            "sadtalker_pack_stub.sadtalker_core.models.download": sadtalker_core.models.download,
+        }
+    )
+    spec = importlib.util.spec_from_file_location(
+        "sadtalker_pack_stub.nodes._host", REPO / "nodes/_host.py"
+    )
     module = importlib.util.module_from_spec(spec)
     with patch.dict(sys.modules, stubs):
         spec.loader.exec_module(module)
@@ -343,6 +364,27 @@ def test_host_conversions(tmp_path):
     progress(2, 5)
     progress(5, 5)
     assert updates == [(2, 5), (5, 5)]
+
+    samples, rate = host.audio_from_comfy(
+        {"waveform": torch.ones(1, 2, 8) * torch.tensor([[[0.5], [-0.5]]]), "sample_rate": 8000}
+    )
+    assert samples.shape == (2, 8) and samples.dtype == np.float32 and rate == 8000
+    mono, _ = host.audio_from_comfy({"waveform": torch.zeros(1, 1, 8), "sample_rate": 8000})
+    assert mono.shape == (8,)
+    assert host.first_image(torch.ones(2, 4, 6, 4)).shape == (4, 6, 3)
+
+
+def test_live_preview_every_few_batches(tmp_path):
+    host, updates = load_host_with_stubs(tmp_path)
+    progress = host.ProgressCallback()
+    batch = np.zeros((2, 8, 6, 3), np.uint8)
+    for done in range(1, 7):  # 6 batches: previews on the 1st, the 5th and the last
+        progress(done, 6)
+        progress.preview(batch)
+    previews = [u for u in updates if len(u) == 3]
+    assert [u[0] for u in previews] == [1, 5, 6]
+    kind, picture, size = previews[0][2]
+    assert kind == "JPEG" and picture.size == (6, 8) and size == host.PREVIEW_SIZE
 
 
 def test_pack_root_without_comfyui_exports_nothing():
