@@ -69,7 +69,9 @@ elif [ "$torch_build" = cuda ]; then
     echo "  - .venv: about 6.5 GB (CUDA torch with its NVIDIA libraries ~6 GB, the rest ~0.5 GB)"
     echo "    (no GPU here? bash quickstart.sh --cpu-torch installs ~1.2 GB instead)"
 else
-    echo "  - .venv: about 1.2 GB (CPU-only torch ~0.7 GB: nvidia-smi found no NVIDIA GPU; the rest ~0.5 GB)"
+    why="nvidia-smi found no NVIDIA GPU"
+    [ "$torch_build" = cpu ] && why="--cpu-torch"
+    echo "  - .venv: about 1.2 GB (CPU-only torch ~0.7 GB, $why; the rest ~0.5 GB)"
     echo "    (bash quickstart.sh --cuda-torch installs the CUDA build instead, ~6.5 GB)"
 fi
 echo "  - weights: about $weights_gb GB in $DEST/ (files already there are kept)"

@@ -22,7 +22,8 @@ def default_checkpoint_dirs(
     2. the ``SADTALKER_CHECKPOINTS`` environment variable (``os.pathsep``-separated);
     3. ``checkpoints/`` inside the pack (where the official scripts put them).
     Each folder is listed once (relative paths made absolute; the same folder reached through
-    another spelling or a link is dropped). A host's model folders come in through ``explicit`` (its adapter knows them).
+    another spelling or a link is dropped). A host's model folders come in through ``explicit``
+    (its adapter knows them).
     Each folder's ``gfpgan/weights`` sub-folder is searched too (official enhancer layout).
     """
     dirs: list[Path] = []
