@@ -81,19 +81,33 @@ class PasteBack:
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        x0, y0, x1, y1 = self.box
-        faces = batch.to(self.device, torch.float32)
-        shrink = self._bh < faces.shape[-2] or self._bw < faces.shape[-1]
-        faces = F.interpolate(
-            faces, size=(self._bh, self._bw), mode="bilinear", align_corners=False, antialias=shrink
-        )
+        """(B, 3, S, S) face frames -> (B, H, W, 3) uint8 RGB numpy frames of the whole picture."""
         if self.blend == "poisson":
-            return self._poisson(faces)
+            return self._poisson(self._fit(batch))
+        u8 = self.tensor(batch).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+    @torch.inference_mode()
+    def tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) face frames -> (B, 3, H, W) float32 frames in [0, 1] of the whole
+        picture, left on the device (for the enhancer); Poisson blending goes through the CPU."""
+        if self.blend == "poisson":
+            frames = torch.from_numpy(self._poisson(self._fit(batch))).to(self.device)
+            return frames.permute(0, 3, 1, 2).float().div_(255.0)
+        x0, y0, x1, y1 = self.box
+        faces = self._fit(batch)
         out = self._full.expand(faces.shape[0], -1, -1, -1).clone()  # (B, 3, H, W)
         region = out[:, :, y0:y1, x0:x1]
         region.mul_(1.0 - self._mask).add_(faces.clamp(0.0, 1.0) * self._mask)
-        u8 = out.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
-        return u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return out
+
+    def _fit(self, batch: torch.Tensor) -> torch.Tensor:
+        """The face frames resized to the paste box."""
+        faces = batch.to(self.device, torch.float32)
+        shrink = self._bh < faces.shape[-2] or self._bw < faces.shape[-1]
+        return F.interpolate(
+            faces, size=(self._bh, self._bw), mode="bilinear", align_corners=False, antialias=shrink
+        )
 
     def _poisson(self, faces: torch.Tensor) -> np.ndarray:
         import cv2

@@ -122,14 +122,17 @@ class SadTalkerPipeline:
             face, coeffs, cfg.render, progress, should_cancel, lambda *kp: keypoints.append(kp)
         )
         for batch in batches:
-            frames = paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
             if enhancer is None:
-                yield frames
+                yield paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
                 continue
+            # frames stay on the device into the enhancer, quantised to 8 bits as the official
+            # enhancer sees them (it reads the rendered video's frames)
+            frames = paste.tensor(batch) if paste is not None else resize_frames(batch, out_hw)
+            frames = frames.mul(255.0).round_().clamp_(0, 255).div_(255.0)
             kp_source, kp_driving = keypoints.pop()
             # the renderer knows where the head is: no face detection on the frames
-            landmarks = track_landmarks(face, kp_source, kp_driving, frames.shape[1:3], pasted)
-            yield enhancer.enhance(frames, landmarks)
+            landmarks = track_landmarks(face, kp_source, kp_driving, frames.shape[2:], pasted)
+            yield to_uint8(enhancer.enhance_tensor(frames, landmarks))
 
     def render_to_file(
         self,
