@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO.parent / "shared" / "hosts"))
 import comfyui_host as ch  # noqa: E402
+from test_comfyui import write_speech  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
@@ -30,7 +31,7 @@ if not Path(CHROMIUM).exists():
 def server(tmp_path_factory, fixtures_dir):
     input_dir = tmp_path_factory.mktemp("browser_input")
     shutil.copy(fixtures_dir / "people_0.png", input_dir / "portrait.png")
-    shutil.copy(fixtures_dir / "speech_22k_mono.wav", input_dir / "speech.wav")
+    write_speech(input_dir / "speech.wav", 0.05)  # 1 frame
     cache = ch.default_cache_dir()
     comfy = ch.ensure_comfyui(cache)
     python = ch.ensure_env(
@@ -103,3 +104,23 @@ def test_the_check_sees_a_missing_node(page):
     assert missing == 1 or "were not found" in text
     assert "were not found" in text
     page.keyboard.press("Escape")
+
+
+def test_queued_from_the_page_the_video_shows_on_the_node(page, weights_dir):
+    """Long-speech example queued from the page (detector dlib, test weights): the Render to
+    Video node shows the written MP4."""
+    workflow = json.loads(
+        (REPO / "example_workflows" / "sadtalker_long_speech_to_video.json").read_text()
+    )
+    for node in workflow["nodes"]:
+        if node["type"] == "SadTalkerLoadModels":
+            node["widgets_values"][1:3] = ["dlib", str(weights_dir)]
+        elif node["type"] == "SadTalkerRenderToVideo":
+            node["widgets_values"][3] = "browser/queued"  # filename_prefix
+    load(page, workflow)
+    page.evaluate("() => window.app.queuePrompt(0, 1)")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('video')].some(v =>
+            (v.currentSrc || v.src || '').includes('queued'))""",
+        timeout=300_000,
+    )
