@@ -313,7 +313,22 @@ def load_host_with_stubs(models_dir: Path):
         "folder_paths": folder_paths,
     }
     comfy.model_patcher = ModuleType("comfy.model_patcher")
-    comfy.model_patcher.ModelPatcher = type("ModelPatcher", (), {})
+
+    class ModelPatcher:  # what the host relies on: the wrapped module and the two devices
+        def __init__(self, model, load_device, offload_device):
+            self.model, self.load_device, self.offload_device = model, load_device, offload_device
+
+    comfy.model_patcher.ModelPatcher = ModelPatcher
+    comfy.model_management.unet_offload_device = lambda: torch.device("cpu")
+    loaded: list = []
+    comfy.model_management.loaded_models = lambda: list(loaded)
+    comfy.model_management.free_memory = lambda *a, **k: []
+
+    def load_models_gpu(patchers, memory_required=0, force_full_load=False):
+        assert force_full_load  # never a partial load: our layers are not comfy.ops
+        loaded.extend(p for p in patchers if p not in loaded)
+
+    comfy.model_management.load_models_gpu = load_models_gpu
     stubs["comfy.model_patcher"] = comfy.model_patcher
     # The pack as a package whose sadtalker_core is the one already imported (no second copy).
     import sadtalker_core.models.download
@@ -372,6 +387,29 @@ def test_host_conversions(tmp_path):
     mono, _ = host.audio_from_comfy({"waveform": torch.zeros(1, 1, 8), "sample_rate": 8000})
     assert mono.shape == (8,)
     assert host.first_image(torch.ones(2, 4, 6, 4)).shape == (4, 6, 3)
+
+
+def test_cache_entries_become_comfy_models_until_evicted(tmp_path):
+    from sadtalker_core.models import MODELS
+
+    host, _ = load_host_with_stubs(tmp_path)
+    cpu = torch.device("cpu")
+    net = MODELS.get(("test_comfy_memory", 1), lambda: torch.nn.Linear(3, 3), cpu, name="probe")
+    try:
+        with host.MEMORY.stage(cpu, 1 << 20):
+            pass
+        mine = [p for p in host.MEMORY.patchers(cpu) if p.model[0] is net]
+        assert len(mine) == 1
+        patcher = mine[0]
+        assert isinstance(patcher.model, host.SadTalkerNetworks)  # bookkeeping on the holder
+        assert patcher.load_device == cpu and patcher.offload_device == cpu
+        assert host.MEMORY.patchers(cpu).count(patcher) == 1  # the same patcher next time
+        # all-or-nothing: a partial unload frees nothing, so ComfyUI unloads the whole holder
+        assert host._Patcher.partially_unload(patcher, cpu, 123) == 0
+    finally:
+        MODELS.evict([("test_comfy_memory", 1)])
+    assert not [p for p in host.MEMORY.patchers(cpu) if p.model[0] is net]
+    assert ("test_comfy_memory", 1) not in host.MEMORY._patchers
 
 
 def test_live_preview_every_few_batches(tmp_path):
