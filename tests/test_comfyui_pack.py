@@ -180,6 +180,21 @@ def test_render_to_video_node_schema(server):
 def test_long_speech_example_streams_to_video_then_free_and_rerun(server, weights_dir):
     graph = example("sadtalker_long_speech_to_video", weights_dir, "stream")
     render = node_id(graph, "SadTalkerRenderToVideo")
+    # and into Get Video Components -> Create Video -> Save Video
+    graph["20"] = {"class_type": "GetVideoComponents", "inputs": {"video": [render, 0]}}
+    graph["21"] = {
+        "class_type": "CreateVideo",
+        "inputs": {"images": ["20", 0], "fps": ["20", 2], "audio": ["20", 1]},
+    }
+    graph["22"] = {
+        "class_type": "SaveVideo",
+        "inputs": {
+            "video": ["21", 0],
+            "filename_prefix": "stream/components",
+            "format": "auto",
+            "codec": "auto",
+        },
+    }
     res = server.run_workflow(graph, timeout=TIMEOUT)
     assert res.status == "success"
     ui = res.outputs[render]
@@ -192,7 +207,7 @@ def test_long_speech_example_streams_to_video_then_free_and_rerun(server, weight
     assert not list(path.parent.glob(".*partial*"))
     # Chained into core Save Video: it accepts our VIDEO and writes its own copy.
     saved = [f for f in res.files if Path(f) != path]
-    assert len(saved) == 1 and probe(saved[0])[0] == 1
+    assert len(saved) == 2 and all(probe(f)[:3] == (1, 25.0, 16000) for f in saved)
 
     # Our networks went through ComfyUI's memory manager ...
     before = loads_logged(server)
