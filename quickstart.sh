@@ -4,9 +4,9 @@
 #
 #   bash quickstart.sh [--cpu-torch | --cuda-torch]
 #
-#   --cpu-torch    install the CPU-only torch build (about 1 GB; from download.pytorch.org/whl/cpu).
+#   --cpu-torch    install the CPU-only torch build (.venv about 1.2 GB; download.pytorch.org/whl/cpu).
 #                  The default when nvidia-smi finds no NVIDIA GPU.
-#   --cuda-torch   install the CUDA build of PyPI (about 6 GB with its NVIDIA libraries).
+#   --cuda-torch   install the CUDA build of PyPI (.venv about 6.5 GB, its NVIDIA libraries included).
 #                  The default when nvidia-smi finds a GPU.
 #
 # Environment:
