@@ -346,7 +346,7 @@ def test_browser(webui, media):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()
-        page.goto(webui.url, wait_until="networkidle")
+        page.goto(webui.url, wait_until="load")  # gradio 4 keeps a stream open: never idle
         page.locator("#tabs button:has-text('SadTalker')").first.click()
         page.locator("#sadtalker_image input[type=file]").set_input_files(str(media["portrait"]))
         page.locator("#sadtalker_audio input[type=file]").set_input_files(str(media["speech"]))

@@ -84,9 +84,11 @@ def main() -> None:
     else:
         job = client.submit(*args, api_name="/sadtalker_generate")
         deadline = time.time() + 600
-        # textinfo is reset by state.begin and says "frame n/N" once the render has started
+        # job_count is 0 between jobs (textinfo keeps the last job's text); the tab sets it to 1
+        # and textinfo to "SadTalker: frame n/N" once the render has started
         while time.time() < deadline and not job.done():
-            if "frame" in str(_state(url)["textinfo"]):
+            st = _state(url)
+            if st["job_count"] == 1 and "frame" in str(st["textinfo"]):
                 break
             time.sleep(0.2)
         seen = _state(url)
