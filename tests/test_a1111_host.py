@@ -1,0 +1,117 @@
+"""The host adapter of the A1111 / Forge tab without a server: memory sharing with the diffusion
+model, A1111's pickle checker, keep/offload/release after a run."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sadtalker_webui import host  # noqa: E402
+from sadtalker_webui.studio import Studio  # noqa: E402
+
+
+def _host_modules(monkeypatch, **modules: types.ModuleType) -> None:
+    """Put stand-in host modules (``modules.sd_models``...) into sys.modules for one test."""
+    for name, module in modules.items():
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent not in sys.modules:
+                pkg = types.ModuleType(parent)
+                pkg.__path__ = []
+                monkeypatch.setitem(sys.modules, parent, pkg)
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_make_room_moves_a1111_model_and_gives_it_back(monkeypatch):
+    calls = []
+    sd_models = types.ModuleType("modules.sd_models")
+    sd_models.unload_model_weights = lambda sd_model=None, info=None: calls.append(
+        ("cpu", sd_model)
+    )
+    sd_models.send_model_to_device = lambda m: calls.append(("gpu", m))
+    shared = types.ModuleType("modules.shared")
+    shared.sd_model = "the SD model"
+    _host_modules(monkeypatch, **{"modules.sd_models": sd_models, "modules.shared": shared})
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+
+    monkeypatch.setattr(host, "free_device_memory", lambda dev: 8 << 30)
+    assert host.make_room("cuda", 4 << 30) is None and calls == []  # enough free: untouched
+
+    monkeypatch.setattr(host, "free_device_memory", lambda dev: 1 << 30)
+    give_back = host.make_room("cuda", 4 << 30)
+    assert calls == [("cpu", "the SD model")]
+    give_back()
+    assert calls == [("cpu", "the SD model"), ("gpu", "the SD model")]
+
+
+def test_make_room_asks_forge_memory_manager(monkeypatch):
+    freed = []
+    mm = types.ModuleType("backend.memory_management")
+    mm.free_memory = lambda need, device, keep_loaded=(), free_all=False: freed.append(
+        (need, device)
+    )
+    _host_modules(monkeypatch, **{"backend.memory_management": mm})
+    monkeypatch.setattr(host, "free_device_memory", lambda dev: 1 << 30)
+    assert host.make_room("cuda:0", 3 << 30) is None  # Forge reloads its model on demand
+    assert freed == [(3 << 30, torch.device("cuda:0"))]
+
+
+def test_make_room_is_a_no_op_on_cpu():
+    assert host.make_room("cpu", 1 << 40) is None
+
+
+def test_own_loader_bypasses_the_pickle_checker_only_for_weights_only(monkeypatch, tmp_path):
+    refused = []
+
+    def checker(path, *args, **kwargs):  # A1111's modules.safe.load refusing the file
+        refused.append(path)
+
+    safe = types.ModuleType("modules.safe")
+    safe.unsafe_torch_load = torch.load
+    _host_modules(monkeypatch, **{"modules.safe": safe})
+    monkeypatch.setattr(torch, "load", checker)
+    path = tmp_path / "t.pth"
+    torch.save({"w": torch.ones(2)}, path)
+    with host.torch_own_loader(), host.torch_own_loader():  # re-entrant
+        assert torch.load(path, weights_only=True)["w"].sum() == 2
+        assert torch.load(path) is None  # not weights_only: still the host's checker
+    assert torch.load is checker and refused == [path]
+
+
+class _Pipe:
+    def __init__(self):
+        self.calls = []
+
+    def offload(self):
+        self.calls.append("offload")
+
+    def release(self):
+        self.calls.append("release")
+
+
+@pytest.mark.parametrize(
+    ("keep", "moved_host_model", "expected"),
+    [
+        (True, False, []),  # resident, nothing borrowed
+        (True, True, ["offload"]),  # resident in RAM, the GPU goes back to the SD model
+        (False, False, ["release"]),
+        (False, True, ["release"]),
+    ],
+)
+def test_after_run_keeps_offloads_or_releases(monkeypatch, keep, moved_host_model, expected):
+    monkeypatch.setattr(
+        host, "opt", lambda key, default=None: keep if key == "sadtalker_keep_loaded" else default
+    )
+    studio, pipe, gave_back = Studio(), _Pipe(), []
+    studio._pipe = pipe
+    studio._after_run((lambda: gave_back.append(1)) if moved_host_model else None)
+    assert pipe.calls == expected
+    assert gave_back == ([1] if moved_host_model else [])
+    assert (studio._pipe is None) == (not keep)
