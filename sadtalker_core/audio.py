@@ -44,8 +44,7 @@ def load_speech(source: AudioSource, sample_rate: int | None = None) -> np.ndarr
     Args:
         source: a file path (wav, flac, mp3, ogg, m4a, or a video whose audio track is used);
             ``(samples, rate)`` with samples (N,) mono or (C, N) / (N, C) multichannel, float
-            in [-1, 1] or integer PCM, numpy or torch; a bare array with ``sample_rate``; a
-            ComfyUI AUDIO dict ``{"waveform": (B, C, N), "sample_rate": int}``; an
+            in [-1, 1] or integer PCM, numpy or torch; a bare array with ``sample_rate``; an
             :class:`~sadtalker_core.io.audio.AudioClip`.
         sample_rate: rate in Hz of a bare array ``source``; ignored otherwise.
 

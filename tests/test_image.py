@@ -81,10 +81,12 @@ def test_extension_that_lies_is_decoded_by_content(tmp_path, fixtures_dir):
     np.testing.assert_array_equal(load_image(tmp_path / "photo.jpg").rgb, _gradient())
 
 
-def test_comfy_tensor_and_float_arrays():
+def test_tensors_and_float_arrays():
     rgb = _gradient()
     t = torch.from_numpy(rgb).float().div(255).unsqueeze(0).repeat(2, 1, 1, 1)  # (2, H, W, 3)
-    np.testing.assert_array_equal(load_image(t).rgb, rgb)
+    np.testing.assert_array_equal(load_image(t[0]).rgb, rgb)
+    with pytest.raises(InvalidImageError, match="shape"):  # a batch: the adapter picks one
+        load_image(t)
     chw = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
     np.testing.assert_array_equal(load_image(chw).rgb, rgb)
     np.testing.assert_array_equal(load_image(rgb.astype(np.float64)).rgb, rgb)  # 0..255 floats

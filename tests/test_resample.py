@@ -120,8 +120,8 @@ def test_arrays_match_official_16k(name: str, fixtures_dir: Path, golden):
     expected = golden("audio_resample")[f"{name}/wav16k"]
     data, rate = sf.read(str(fixtures_dir / f"{name}.wav"), dtype="float32")  # (N,) or (N, C)
     inputs = [(data, rate), (data.T.copy(), rate), (torch.from_numpy(data.copy()), rate)]
-    comfy = torch.from_numpy(data.T.copy() if data.ndim == 2 else data[None].copy())[None]
-    inputs.append({"waveform": comfy, "sample_rate": rate})  # (1, C, N)
+    channels_first = torch.from_numpy(data.T.copy() if data.ndim == 2 else data[None].copy())
+    inputs.append((channels_first, rate))  # (C, N): what a host adapter hands over
     for source in inputs:
         wav = load_speech(source)
         assert wav.shape == expected.shape

@@ -180,7 +180,7 @@ class FaceExtractor:
         """Run the stage on one picture.
 
         Args:
-            image: path, bytes, PIL image, numpy array or ComfyUI IMAGE tensor (see ``load_image``).
+            image: path, bytes, PIL image, numpy array or tensor (see ``load_image``).
             config: stage options.
             name: how to call the picture in messages (defaults to the file name).
 

@@ -1,4 +1,4 @@
-"""Audio as users bring it (files, video tracks, ComfyUI AUDIO, arrays) -> 16 kHz mono float32.
+"""Audio as users bring it (files, video tracks, arrays with their rate) -> 16 kHz mono float32.
 
 Every input takes the official path (librosa 0.9.2 ``load(sr=16000)``): decode to float32,
 average the channels to mono, resample with resampy's ``kaiser_best`` sinc filter
@@ -67,8 +67,6 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> AudioClip
         source: one of
             - a path (str / PathLike) to an audio file (wav, mp3, flac, ogg, m4a, ...) or a video
               file whose (first) audio track is used (mp4, mov, mkv, ...);
-            - a ComfyUI AUDIO dict ``{"waveform": (B, C, N) float tensor, "sample_rate": int}``
-              (item 0 of the batch is used);
             - a ``(samples, rate)`` tuple, or an array with ``sample_rate`` given: (N,) mono or
               (C, N) / (N, C) multichannel (the short axis is the channel axis); float in
               [-1, 1] or integer PCM (int16, int32, uint8);
@@ -89,7 +87,11 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> AudioClip
     if isinstance(source, (str, os.PathLike)):
         return _load_file(Path(source))
     if isinstance(source, Mapping):
-        return _load_comfy(source)
+        raise InvalidAudioError(
+            f"Audio given as a dict (keys {sorted(map(str, source))}): pass (samples, "
+            "sample_rate) instead; host adapters convert their own audio types (a ComfyUI "
+            "AUDIO dict: waveform[0], sample_rate)."
+        )
     if isinstance(source, tuple):
         if len(source) != 2:
             raise InvalidAudioError(
@@ -104,8 +106,8 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> AudioClip
             )
         return _load_array(source, sample_rate, "audio array")
     raise InvalidAudioError(
-        f"Unsupported audio input of type {type(source).__name__}. Pass a file path, a ComfyUI "
-        "AUDIO dict, or (samples, sample_rate)."
+        f"Unsupported audio input of type {type(source).__name__}. Pass a file path or "
+        "(samples, sample_rate)."
     )
 
 
@@ -199,24 +201,6 @@ def _load_array(samples: Any, rate: Any, what: str) -> AudioClip:
             f"The {what} holds NaN or infinite samples. Fix the upstream node or re-decode it."
         )
     return _resampled_clip(x, rate, what)
-
-
-def _load_comfy(audio: Mapping) -> AudioClip:
-    if "waveform" not in audio or "sample_rate" not in audio:
-        raise InvalidAudioError(
-            "A ComfyUI AUDIO input must be a dict with 'waveform' (B, C, N) and 'sample_rate', "
-            f"got keys {sorted(map(str, audio))}."
-        )
-    wave = _to_numpy(audio["waveform"])
-    if wave.ndim != 3:
-        raise InvalidAudioError(
-            f"The ComfyUI AUDIO waveform must be (batch, channels, samples), got {wave.shape}."
-        )
-    if wave.shape[0] == 0:
-        raise InvalidAudioError("The ComfyUI AUDIO batch is empty.")
-    if wave.shape[0] > 1:
-        log.warning("AUDIO batch holds %d clips; using the first one.", wave.shape[0])
-    return _load_array(wave[0], audio["sample_rate"], "ComfyUI AUDIO")
 
 
 def _resampled_clip(x: np.ndarray, rate: int, what: str) -> AudioClip:

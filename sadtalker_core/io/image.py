@@ -1,4 +1,4 @@
-"""Reading source images as users bring them: files, PIL images, numpy arrays, ComfyUI tensors."""
+"""Reading source images as users bring them: files, bytes, PIL images, arrays and tensors."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ def load_image(image: ImageInput, name: str | None = None) -> SourceImage:
     """Decode ``image`` into 8-bit RGB (+ alpha), whatever form it comes in.
 
     Accepted: a path (format sniffed from the content, not the extension; EXIF orientation
-    applied), raw bytes, a PIL image, a numpy array (H, W), (H, W, 1|3|4) of uint8, uint16 or
-    float in 0..1, or a ComfyUI IMAGE tensor (B, H, W, C) float 0..1 (the first image is used).
+    applied), raw bytes, a PIL image, a numpy array or torch tensor (H, W), (H, W, 1|3|4) or
+    (1|3|4, H, W) of uint8, uint16 or float in 0..1. One picture: host adapters pick it out of
+    their batches.
 
     Raises:
         InvalidImageError: unreadable, corrupt or empty input, with the reason and the fix.
@@ -65,16 +66,12 @@ def load_image(image: ImageInput, name: str | None = None) -> SourceImage:
     if isinstance(image, Image.Image):
         return _from_pil(image, name or "PIL image")
     if type(image).__module__.startswith("torch"):
-        tensor = image.detach().cpu()
-        if tensor.ndim == 4:
-            if tensor.shape[0] > 1:
-                log.info("image batch of %d given; using the first image", tensor.shape[0])
-            tensor = tensor[0]
-        return _from_array(tensor.float().numpy(), name or "IMAGE tensor")
+        return _from_array(image.detach().cpu().float().numpy(), name or "image tensor")
     if isinstance(image, np.ndarray):
         return _from_array(image, name or "array")
     raise InvalidImageError(
-        f"Unsupported image input of type {type(image).__name__}: give a file path, PIL image, numpy array or IMAGE tensor."
+        f"Unsupported image input of type {type(image).__name__}: give a file path, PIL image, "
+        "numpy array or tensor."
     )
 
 
