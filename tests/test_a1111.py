@@ -221,6 +221,25 @@ def test_install_py_as_a1111_runs_it(tmp_path):
     assert f"constraint: numpy=={version('numpy')}" in lines
 
 
+def test_failing_tab_shows_an_error_tab():
+    """A1111 swallows an exception in on_ui_tabs and drops the tab; ours shows it instead."""
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('t', {str(REPO / 'scripts' / 'sadtalker_tab.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "def broken(): raise RuntimeError('boom in build_tab')\n"
+        "m.ui.build_tab = broken\n"
+        "[(tab, title, elem_id)] = m.on_ui_tabs()\n"
+        "html = [b.value for b in tab.blocks.values() if getattr(b, 'value', None)]\n"
+        "assert (title, elem_id) == ('SadTalker', 'sadtalker'), title\n"
+        "assert any('boom in build_tab' in str(v) for v in html), html\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{GRADIO['3']}{os.pathsep}{HOST}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "building the tab failed" in out.stderr
+
+
 # --- one stand-in webui per gradio version -------------------------------------------------
 
 
