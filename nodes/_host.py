@@ -4,7 +4,6 @@ under ComfyUI's memory manager), progress/previews/Cancel, IMAGE/AUDIO/VIDEO <->
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import tempfile
@@ -356,12 +355,5 @@ def download(names: Sequence[str]) -> list[Path]:
         finished = sum(sizes[n] for n in order[: order.index(name)])
         bar.update_absolute(min(total_mb, int((finished + done) / 1e6)), total_mb)
 
-    base = os.environ.get(ENV_URL_BASE, "").rstrip("/")
-    saved = {n: FILES[n] for n in names}
-    try:
-        if base:
-            for n in names:
-                FILES[n] = dataclasses.replace(FILES[n], url=f"{base}/{n}")
-        return download_weights(download_dir(), names, progress=progress)
-    finally:
-        FILES.update(saved)
+    base = os.environ.get(ENV_URL_BASE) or None
+    return download_weights(download_dir(), names, progress=progress, url_base=base)

@@ -29,7 +29,9 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO.parent / "shared" / "hosts"))
+from conftest import SHARED  # noqa: E402
+
+sys.path.insert(0, str(SHARED / "hosts"))
 import comfyui_host as ch  # noqa: E402
 
 API_WORKFLOW = REPO / "example_workflows" / "api" / "sadtalker_talking_head_api.json"

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO.parent / "shared" / "hosts"))
+from conftest import SHARED  # noqa: E402
+
+sys.path.insert(0, str(SHARED / "hosts"))
 import comfyui_host as ch  # noqa: E402
 from test_comfyui import write_speech  # noqa: E402
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import SHARED  # noqa: E402
 from PIL import Image
 from test_comfyui import REPO, node_id, ui_to_api, write_speech
 
-sys.path.insert(0, str(REPO.parent / "shared" / "hosts"))
+sys.path.insert(0, str(SHARED / "hosts"))
 import comfyui_host as ch  # noqa: E402
 
 EXAMPLES = REPO / "example_workflows"

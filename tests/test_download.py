@@ -73,3 +73,60 @@ def test_unreachable_server_lists_files_to_fetch_by_hand(tmp_path, monkeypatch):
     ):
         download_weights(dest, [NAME], timeout=5)
     assert list(dest.iterdir()) == []
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``files`` by name and honours ``Range: bytes=N-`` (206), as release servers do."""
+
+    files: dict[str, bytes] = {}
+    ranges: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        data = self.files.get(self.path.lstrip("/"))
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        if (rng := self.headers.get("Range")) is not None:
+            self.ranges.append(rng)
+            start = int(rng.removeprefix("bytes=").rstrip("-"))
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_interrupted_download_resumes_from_a_mirror(weights_dir, tmp_path):
+    data = (weights_dir / NAME).read_bytes()
+    _RangeHandler.files, _RangeHandler.ranges = {NAME: data}, []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        dest = tmp_path / "ckpt"
+        dest.mkdir()
+        (dest / f"{NAME}.part").write_bytes(data[:300_000])  # what an interrupted run left
+        seen = []
+        base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        got = download_weights(
+            dest, [NAME], progress=lambda n, d, t: seen.append((d, t)), url_base=base
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert got == [dest / NAME] and (dest / NAME).read_bytes() == data
+    assert _RangeHandler.ranges == ["bytes=300000-"]  # only the rest was fetched
+    assert seen[0][0] > 300_000 and seen[-1] == (len(data), len(data))
+    assert sorted(p.name for p in dest.iterdir()) == [NAME]  # no .part left
+
+
+def test_a_server_without_ranges_restarts_the_file(server, weights_dir, tmp_path, monkeypatch):
+    root, base = server
+    os.link(weights_dir / NAME, root / NAME)
+    dest = tmp_path / "ckpt"
+    dest.mkdir()
+    (dest / f"{NAME}.part").write_bytes(b"garbage from another file" * 1000)
+    assert download_weights(dest, [NAME], url_base=base) == [dest / NAME]
+    assert (dest / NAME).read_bytes() == (weights_dir / NAME).read_bytes()

@@ -65,6 +65,8 @@ class TerminalBar:
                 file=sys.stderr,
             )
         self._bar.update(done - self._bar.n)
+        if total and done >= total:  # finished: later log lines do not redraw the bar
+            self.close()
 
     def close(self) -> None:
         if self._bar is not None:

@@ -13,7 +13,7 @@ from .common import say
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sadtalker_core", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sadtalker", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in (weights, extract, coeffs, render, generate):

@@ -77,7 +77,8 @@ class CachedModel:
 
     @property
     def offloaded(self) -> bool:
-        return self.current_device != self.device
+        """True when any weight is off the home device (a host moved some or all of them)."""
+        return any(not _same(t.device, self.device) for t in _tensors(self.value))
 
     @property
     def nbytes(self) -> int:

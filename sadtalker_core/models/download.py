@@ -48,12 +48,13 @@ def files_for(
     return names
 
 
-def _manual_instructions(names: Sequence[str], dest: Path) -> str:
+def _manual_instructions(names: Sequence[str], dest: Path, url_base: str | None = None) -> str:
     lines = [
-        f"Download these files by hand and put them in {dest} (or point {ENV_CHECKPOINTS} at their folder):"
+        f"Download these files by hand and put them in {dest} "
+        f"(or point {ENV_CHECKPOINTS} at their folder):"
     ]
-    lines += [f"  {n}  (~{FILES[n].size_mb} MB)  {FILES[n].url}" for n in names]
-    lines.append("Then run: python -m sadtalker_core check-weights " + str(dest))
+    lines += [f"  {n}  (~{FILES[n].size_mb} MB)  {file_url(n, url_base)}" for n in names]
+    lines.append("Then run: sadtalker check-weights " + str(dest))
     return "\n".join(lines)
 
 
@@ -62,17 +63,21 @@ def download_weights(
     names: Sequence[str],
     progress: Callable[[str, int, int], None] | None = None,
     timeout: float = 30.0,
+    url_base: str | None = None,
 ) -> list[Path]:
     """Download the official files ``names`` into ``dest``; files already valid there are kept.
 
     Each file is written to ``<name>.part`` and renamed only once complete and valid, so an
-    interrupted or failed download never leaves a file under the official name.
+    interrupted or failed download never leaves a file under the official name; the next call
+    resumes a ``.part`` file where it stopped (HTTP range request) when the server allows it.
 
     Args:
         dest: target folder (created if needed).
         names: official file names (keys of ``registry.FILES``).
         progress: optional ``(name, bytes_done, bytes_total)`` callback; total is 0 if unknown.
         timeout: seconds to wait for the server before giving up.
+        url_base: a mirror serving the files by name (``<url_base>/<name>``) instead of the
+            official URLs.
 
     Raises:
         DownloadError: no network or a server error; says which files to fetch by hand and where.
@@ -88,34 +93,55 @@ def download_weights(
         todo.append(name)
     done: list[Path] = []
     for i, name in enumerate(todo):
-        target = dest / name
-        part = dest / (name + ".part")
+        url = file_url(name, url_base)
         try:
-            with (
-                urllib.request.urlopen(FILES[name].url, timeout=timeout) as resp,
-                open(part, "wb") as out,
-            ):
-                total = int(resp.headers.get("Content-Length") or 0)
-                got = 0
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    got += len(chunk)
-                    if progress is not None:
-                        progress(name, got, total)
-            reason = validate_file(part, FILES[name])
-            if reason:
-                raise DownloadError(
-                    f"Downloaded {name} is not valid ({reason}).\n"
-                    + _manual_instructions([name], dest)
-                )
-            os.replace(part, target)
+            done.append(_fetch(name, url, dest, progress, timeout))
+        except DownloadError:
+            raise
         except (urllib.error.URLError, OSError, TimeoutError) as e:
-            part.unlink(missing_ok=True)
-            if isinstance(e, DownloadError):
-                raise
             why = getattr(e, "reason", None) or e
             raise DownloadError(
-                f"Could not download {name}: {why}.\n" + _manual_instructions(todo[i:], dest)
+                f"Could not download {name} from {url}: {why}.\n"
+                + _manual_instructions(todo[i:], dest, url_base)
             ) from e
-        done.append(target)
     return done
+
+
+def file_url(name: str, url_base: str | None = None) -> str:
+    """Where ``name`` is fetched from: its official URL, or ``url_base/name`` (a mirror)."""
+    return f"{url_base.rstrip('/')}/{name}" if url_base else FILES[name].url
+
+
+def _fetch(
+    name: str,
+    url: str,
+    dest: Path,
+    progress: Callable[[str, int, int], None] | None,
+    timeout: float,
+) -> Path:
+    """Download one file to ``<name>.part`` (resuming a previous partial download when the
+    server allows ranges), validate it and rename it into place."""
+    target, part = dest / name, dest / (name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        resumed = have > 0 and resp.status == 206
+        got = have if resumed else 0
+        total = int(resp.headers.get("Content-Length") or 0)
+        total = total + got if total else 0
+        if have and not resumed:
+            log.info("%s: the server does not resume; downloading it again", name)
+        with open(part, "ab" if resumed else "wb") as out:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                got += len(chunk)
+                if progress is not None:
+                    progress(name, got, total)
+    reason = validate_file(part, FILES[name])
+    if reason:
+        part.unlink(missing_ok=True)  # bad content: the next try starts from scratch
+        raise DownloadError(
+            f"Downloaded {name} is not valid ({reason}).\n" + _manual_instructions([name], dest)
+        )
+    os.replace(part, target)
+    return target
