@@ -28,9 +28,14 @@ ALTERNATIVES = {
 }
 
 
+# Needed but not in requirements.txt, so that ComfyUI-Manager never forces a second cv2 next to
+# the host's: installed only when no OpenCV distribution (ALTERNATIVES) is present.
+OPENCV = "opencv-python-headless>=4.9"
+
+
 def _requirements() -> list[str]:
     lines = (ROOT / "requirements.txt").read_text().splitlines()
-    return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
+    return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()] + [OPENCV]
 
 
 def _dist_name(req: str) -> str:

@@ -115,6 +115,8 @@ for n in ("torch", "torchvision"):
 PYEOF
     echo "Installing requirements.txt and spandrel (face enhancers)"
     "${PIP[@]}" -c .venv/host-pins.txt -r requirements.txt "spandrel>=0.4"
+    # OpenCV: any cv2 distribution serves; add the headless one only when none is there
+    "$PY" -c "import cv2" 2>/dev/null || "${PIP[@]}" -c .venv/host-pins.txt "opencv-python-headless>=4.9"
     "${PIP[@]}" -c .venv/host-pins.txt --no-deps -e .
 fi
 
