@@ -15,7 +15,7 @@ import gradio as gr
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
 
 
-def audio_inputs(label: str, hint: str) -> tuple[Any, Any]:
+def audio_inputs(label: str) -> tuple[Any, Any]:
     """(upload, microphone) speech inputs as file paths. gradio 4: one component with both
     sources and None as the second; gradio 3: one source per component, the microphone second."""
     if GRADIO_MAJOR >= 4:

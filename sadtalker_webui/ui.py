@@ -155,7 +155,7 @@ def build_tab() -> gr.Blocks:
                 with gr.Row():
                     from_txt2img = gr.Button("Use the last txt2img image")
                     from_img2img = gr.Button("Use the last img2img image")
-                audio, mic = compat.audio_inputs("Driven audio (speech)", "")
+                audio, mic = compat.audio_inputs("Driven audio (speech)")
                 with gr.Accordion("Audio from any file, reference videos", open=False):
                     audio_file = gr.File(
                         label="Driven audio from a file (mp3, m4a, or the sound of a video)"
