@@ -9,6 +9,12 @@ pipe.run("photo.png", "speech.wav", "out.mp4", PipelineConfig())
 from __future__ import annotations
 
 from .config import (
+    BLENDS,
+    DETECTORS,
+    ENHANCER_NAMES,
+    FIELD_HELP,
+    PRECISIONS,
+    PREPROCESS_MODES,
     CoeffConfig,
     EnhanceConfig,
     ExtractConfig,
@@ -27,12 +33,22 @@ from .errors import (
     UnsupportedCheckpointError,
 )
 from .models import check_weights, default_checkpoint_dirs
+from .models.download import DownloadError, download_weights, files_for
 from .pipeline import SadTalkerPipeline
 from .types import Coeffs, Face
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BLENDS",
+    "DETECTORS",
+    "ENHANCER_NAMES",
+    "FIELD_HELP",
+    "PRECISIONS",
+    "PREPROCESS_MODES",
+    "DownloadError",
+    "download_weights",
+    "files_for",
     "CancelledError",
     "CoeffConfig",
     "Coeffs",

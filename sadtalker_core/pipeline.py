@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,15 @@ class SadTalkerPipeline:
 
     def extract(self, image: ImageInput, config: PipelineConfig) -> Face:
         return self.extractor.extract(image, config.extract)
+
+    def reference_rows(
+        self, video: str | os.PathLike, config: PipelineConfig | None = None
+    ) -> np.ndarray:
+        """Per-frame coefficient rows of a reference video (its largest face), for
+        ``ref_pose`` / ``ref_eyeblink`` of :meth:`coefficients` and :meth:`run`."""
+        extract = (config or PipelineConfig()).extract
+        rows, _fps = self.extractor.extract_video(video, replace(extract, face_index=0))
+        return rows
 
     def coefficients(self, face: Face, audio, config: PipelineConfig, **refs) -> Coeffs:
         return generate_coeffs(

@@ -318,3 +318,13 @@ def test_detector_files_are_recognised_through_their_wrappers(tmp_path):
     assert status["alignment_WFLW_4HG.pth"] == ("found", "")
     assert status["GFPGANv1.4.pth"][0] == "invalid"
     assert "missing toRGB.0.weight" in status["GFPGANv1.4.pth"][1]
+
+
+def test_a_host_replacing_torch_load_does_not_affect_loading(weights_dir, monkeypatch):
+    """A1111 swaps ``torch.load`` for its pickle checker, which returns None for files it does
+    not like; our weights-only reads go to torch's own loader."""
+    refused = []
+    monkeypatch.setattr(torch, "load", lambda path, *a, **k: refused.append(path))
+    registry.clear_cache()
+    loaded = registry.load_network("mapping", weights_dir / "mapping_00229-model.pth.tar")
+    assert refused == [] and loaded.module.cfg.coeff_nc == 70

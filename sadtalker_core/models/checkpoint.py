@@ -196,14 +196,19 @@ def _resolve_global(name: str) -> object:
         return getattr(importlib.import_module(module), attr)
 
 
+# torch's own loader, reached through its module: hosts that replace ``torch.load`` (A1111's
+# pickle checker returns None for files it refuses) do not affect our weights-only reads.
+_load = torch.serialization.load
+
+
 def _torch_load_once(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return _load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as e:
         # Old (non-zip) serialisation cannot be memory-mapped; read it plainly.
         if "mmap" not in str(e):
             raise
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _load(path, map_location="cpu", weights_only=True)
 
 
 def _torch_load(path: Path) -> object:
