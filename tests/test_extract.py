@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sadtalker_core.config import PREPROCESS_MODES
 from sadtalker_core.errors import InvalidImageError, NoFaceDetectedError
 from sadtalker_core.face.align import apply_crop, load_lm3d_std_68, resize_square
 from sadtalker_core.face.detect import detect_faces, get_detector
 from sadtalker_core.face.extract import ExtractConfig, FaceExtractor
-from sadtalker_core.types import PREPROCESS_MODES, Face
+from sadtalker_core.types import Face
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("people_0.png", "art_0.png", "happy1.png", "full_body_1.png")
