@@ -197,7 +197,7 @@ FIELD_HELP: dict[str, str] = {
     # render
     "batch_size": "frames per generator call (more is faster on a GPU and needs more memory)",
     "precision": "auto (tf32 on CUDA, fp32 on CPU), fp32 (exact), tf32, bf16, fp16 (faster, "
-    "approximate)",
+    "approximate; tf32 off CUDA and fp16 on a CPU render in fp32)",
     # enhance
     "enhancer": "face restoration: gfpgan (GFPGAN v1.4) or RestoreFormer",
     "upscale": "output frames are this many times larger (the official enhancer: 2)",

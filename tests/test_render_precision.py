@@ -97,6 +97,7 @@ def test_precision_names():
     assert resolve_precision("auto", cuda) == "tf32" and resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("tf32", cuda) == "tf32" and resolve_precision("tf32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("fp16", cpu) == "fp32" and resolve_precision("fp16", cuda) == "fp16"
 
 
 # (precision, max abs, mean abs) deviation from exact fp32 over the frames in [0, 1]
@@ -112,8 +113,8 @@ def test_every_precision_renders_close_to_fp32(renderer, clip, exact, precision,
     err = (frames - exact).abs()
     max_abs, mean_abs = BOUNDS[precision]
     assert err.max() <= max_abs and err.mean() <= mean_abs, (err.max(), err.mean())
-    if precision == "tf32" and DEVICE.type != "cuda":  # the documented fallback: exact fp32
+    if resolve_precision(precision, DEVICE) == "fp32":  # the documented fallback: exact fp32
         fp32 = _render(renderer, clip, batch_size=2, precision="fp32")[1]
         torch.testing.assert_close(frames, fp32, rtol=0, atol=0)
-    if precision in ("bf16", "fp16"):
+    elif precision in ("bf16", "fp16"):
         assert err.max() > 0  # the reduced precision really ran

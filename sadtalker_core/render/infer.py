@@ -148,18 +148,26 @@ def source_tensor(face: Face, size: int, device: torch.device) -> torch.Tensor:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The numerics ``precision`` means on ``device``: ``auto`` is tf32 on CUDA and fp32
-    elsewhere; ``tf32`` exists only on CUDA and falls back to fp32 (with a warning) elsewhere."""
+    elsewhere; ``tf32`` exists only on CUDA and ``fp16`` is only fast on GPUs: elsewhere (tf32)
+    and on the CPU (fp16) they fall back to fp32, with a warning."""
     if precision == "auto":
         return "tf32" if device.type == "cuda" else "fp32"
     if precision == "tf32" and device.type != "cuda":
-        if device.type not in _TF32_WARNED:
-            _TF32_WARNED.add(device.type)
-            log.warning("precision tf32 needs a CUDA device; rendering in fp32 on %s", device)
+        _warn_once(precision, device, "tf32 needs a CUDA device")
+        return "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        _warn_once(precision, device, "CPUs have no fast fp16 convolutions (bf16 has them)")
         return "fp32"
     return precision
 
 
-_TF32_WARNED: set[str] = set()
+_FALLBACK_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(precision: str, device: torch.device, why: str) -> None:
+    if (precision, device.type) not in _FALLBACK_WARNED:
+        _FALLBACK_WARNED.add((precision, device.type))
+        log.warning("precision %s: %s; rendering in fp32 on %s", precision, why, device)
 
 
 @contextlib.contextmanager
