@@ -107,7 +107,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_coeffs(args: argparse.Namespace) -> int:
-    from ..coeffs.generate import generate_coeffs, load_coeff_rows, load_source, save_mat
+    from ..coeffs.files import load_coeff_rows, load_source, save_mat
+    from ..coeffs.generate import generate_coeffs
     from ..errors import SadTalkerError
 
     if (args.driven_audio is None) == (args.idle_seconds is None):
