@@ -233,10 +233,7 @@ def generate_coeffs(
     audio: AudioSource | AudioClip | None,
     config: CoeffConfig | None = None,
     *,
-    models: CoeffModels | None = None,
-    dirs: Sequence[Path] | str | os.PathLike | None = None,
-    size: int = 256,
-    device: str | torch.device | None = None,
+    models: CoeffModels,
     ref_eyeblink: np.ndarray | torch.Tensor | None = None,
     ref_pose: np.ndarray | torch.Tensor | None = None,
     blink_ratio: np.ndarray | torch.Tensor | None = None,
@@ -263,13 +260,10 @@ def generate_coeffs(
 
     Args:
         face: the source :class:`Face`, or its (70,) / (73,) reference coefficient row.
-        audio: speech as :func:`~sadtalker_core.audio_io.load_audio` accepts it (path, ComfyUI
-            AUDIO dict, ``(samples, rate)``, :class:`AudioClip`); None in idle mode.
+        audio: speech as :func:`~sadtalker_core.io.audio.load_audio` accepts it (path,
+            ``(samples, rate)``, :class:`AudioClip`); None in idle mode.
         config: stage options (defaults: :class:`CoeffConfig`).
-        models: loaded networks; when None they are loaded from ``dirs`` / ``size`` / ``device``.
-        dirs: checkpoint folders used when ``models`` is None.
-        size: preferred combined checkpoint (256/512) when ``models`` is None.
-        device: device for loading when ``models`` is None (default CPU).
+        models: the loaded networks (:meth:`CoeffModels.load`).
         ref_eyeblink: (N, >= 64) per-frame coefficient rows of a reference video at 25 fps; its
             expressions replace the reference expression fed to ExpNet (tiled to the clip) and
             the random blinks are turned off, so blinks (and expressions) follow the video.
@@ -341,8 +335,6 @@ def generate_coeffs(
     ref_exp = src_exp if blink_rows is None else tile_rows(blink_rows, t_model)[:, :EXP_DIM]
 
     # ---- networks
-    if models is None:
-        models = CoeffModels.load(dirs, size, device or "cpu")
     run_pose = not cfg.still
     total = t_model + (t_model - 1 if run_pose else 0)
     exp_progress = pose_progress = None
