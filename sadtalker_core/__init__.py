@@ -23,6 +23,7 @@ from .config import (
 )
 from .errors import (
     CancelledError,
+    DownloadError,
     InvalidAudioError,
     InvalidImageError,
     MissingDependencyError,
@@ -33,7 +34,7 @@ from .errors import (
     UnsupportedCheckpointError,
 )
 from .models import check_weights, default_checkpoint_dirs
-from .models.download import DownloadError, download_weights, files_for
+from .models.download import download_weights, files_for
 from .pipeline import SadTalkerPipeline
 from .types import Coeffs, Face
 

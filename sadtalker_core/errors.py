@@ -55,3 +55,7 @@ class InvalidAudioError(SadTalkerError, ValueError):
 
 class CancelledError(SadTalkerError):
     """The caller's progress callback asked to stop."""
+
+
+class DownloadError(SadTalkerError, OSError):
+    """A file could not be fetched; the message lists what to download by hand and where."""

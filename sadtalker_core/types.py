@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,37 @@ def _as_tuple(x: Any) -> Any:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, list) else x
 
 
+def camera_path(keypoints: Sequence[float], num_frames: int) -> np.ndarray:
+    """Spread angle keypoints over a clip, like the official ``--input_yaw/pitch/roll``.
+
+    One keypoint holds the angle for the whole clip. Several keypoints are joined by straight
+    legs, and each leg gets a share of the frames proportional to the angle it covers (constant
+    angular speed). Unlike the official code, the last frame reaches the last keypoint exactly
+    and repeated keypoints do not fail (a zero-length leg takes no frames).
+
+    Args:
+        keypoints: angles in degrees, in order.
+        num_frames: T.
+
+    Returns:
+        (T,) float32 degrees.
+    """
+    k = np.asarray(keypoints, np.float64).reshape(-1)
+    if k.size == 0:
+        raise ValueError("camera_path needs at least one keypoint.")
+    if num_frames == 1 or k.size == 1:
+        return np.full(num_frames, k[0], np.float32)
+    k = k[np.concatenate([[True], np.diff(k) != 0])]  # drop zero-length legs
+    if k.size == 1:
+        return np.full(num_frames, k[0], np.float32)
+    arc = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(k)))])  # (K,) degrees travelled
+    s = np.linspace(0.0, arc[-1], num_frames)  # (T,) equal angular steps
+    return np.interp(s, arc, k).astype(np.float32)
+
+
+AXES = ("yaw", "pitch", "roll")
+
+
 @dataclass(frozen=True)
 class Coeffs:
     """Result of the coefficient stage: one row of motion coefficients per output video frame.
@@ -203,6 +235,8 @@ class Coeffs:
             zero-padded to exactly T / fps seconds.
         sample_rate: Hz of ``audio`` (16000).
         options: the options that produced the rows (seed, pose_style, still, ...), JSON-able.
+        input_yaw, input_pitch, input_roll: angle keypoints in degrees the renderer's head
+            angles follow over the clip (``camera_degrees``), or None.
     """
 
     coeffs: np.ndarray
@@ -210,6 +244,29 @@ class Coeffs:
     audio: np.ndarray
     sample_rate: int = 16000
     options: dict = field(default_factory=dict)
+    input_yaw: tuple[float, ...] | None = None
+    input_pitch: tuple[float, ...] | None = None
+    input_roll: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        for axis in AXES:  # files saved before the typed fields keep them in ``options``
+            keys = getattr(self, f"input_{axis}")
+            if keys is None:
+                keys = self.options.get(f"input_{axis}")
+            if keys is not None:
+                keys = tuple(float(k) for k in np.asarray(keys, np.float64).reshape(-1))
+            object.__setattr__(self, f"input_{axis}", keys or None)
+
+    def camera_degrees(self) -> dict[str, np.ndarray]:
+        """Per-frame head angles (degrees) that replace the renderer's predicted ones: a (T,)
+        float32 path for each of 'yaw', 'pitch', 'roll' requested (``camera_path`` of the
+        keypoints); empty when none was."""
+        out = {}
+        for axis in AXES:
+            keys = getattr(self, f"input_{axis}")
+            if keys:
+                out[axis] = camera_path(keys, self.num_frames)
+        return out
 
     @property
     def num_frames(self) -> int:
@@ -230,7 +287,12 @@ class Coeffs:
                 "audio": self.audio,
                 "meta": np.array(
                     json.dumps(
-                        {"fps": self.fps, "sample_rate": self.sample_rate, "options": self.options}
+                        {
+                            "fps": self.fps,
+                            "sample_rate": self.sample_rate,
+                            "options": self.options,
+                            **{f"input_{a}": getattr(self, f"input_{a}") for a in AXES},
+                        }
                     )
                 ),
             },
@@ -240,6 +302,12 @@ class Coeffs:
     def load(cls, path: str | os.PathLike) -> Coeffs:
         a = load_npz(path, COEFFS_FORMAT)
         meta = json.loads(str(a["meta"]))
+        angles = {f"input_{a}": meta.get(f"input_{a}") for a in AXES}
         return cls(
-            a["coeffs"], float(meta["fps"]), a["audio"], int(meta["sample_rate"]), meta["options"]
+            a["coeffs"],
+            float(meta["fps"]),
+            a["audio"],
+            int(meta["sample_rate"]),
+            meta["options"],
+            **angles,
         )

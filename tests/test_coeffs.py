@@ -13,22 +13,18 @@ from scipy.io import loadmat, savemat, wavfile
 
 from sadtalker_core.cli.coeffs import add_cli
 from sadtalker_core.coeffs.audio2exp import predict_expression
+from sadtalker_core.coeffs.blink import blink_schedule
+from sadtalker_core.coeffs.files import load_coeff_rows, load_source, save_mat
 from sadtalker_core.coeffs.generate import (
     CoeffConfig,
     CoeffModels,
-    blink_schedule,
-    camera_degrees,
-    camera_path,
     frame_counts,
     generate_coeffs,
-    load_coeff_rows,
-    load_source,
     resample_coeffs,
-    save_mat,
 )
 from sadtalker_core.coeffs.mel import audio_to_mel_windows
 from sadtalker_core.errors import InvalidAudioError, ShapeError
-from sadtalker_core.types import Coeffs
+from sadtalker_core.types import Coeffs, camera_path
 
 NET_ATOL = 1e-4  # goldens/README: float32 re-implementation vs official, network outputs
 CLIP_S = 1.64  # s of fixture speech used by the fast tests
@@ -270,7 +266,7 @@ def test_camera_keypoints():
         np.zeros(3840, np.float32),
         options=CoeffConfig(input_yaw=[0, 10], input_roll=[3]).to_json(),
     )
-    cams = camera_degrees(coeffs)
+    cams = coeffs.camera_degrees()
     assert set(cams) == {"yaw", "roll"}
     np.testing.assert_allclose(cams["yaw"], [0, 2, 4, 6, 8, 10])
     np.testing.assert_array_equal(cams["roll"], np.full(6, 3.0, np.float32))

@@ -107,7 +107,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_coeffs(args: argparse.Namespace) -> int:
-    from ..coeffs.generate import generate_coeffs, load_coeff_rows, load_source, save_mat
+    from ..coeffs.files import load_coeff_rows, load_source, save_mat
+    from ..coeffs.generate import CoeffModels, generate_coeffs
     from ..errors import SadTalkerError
 
     if (args.driven_audio is None) == (args.idle_seconds is None):
@@ -133,9 +134,7 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
             load_source(args.face),
             args.driven_audio,
             config,
-            dirs=checkpoint_dirs(args),
-            size=args.size,
-            device=auto_device(args.device),
+            models=CoeffModels.load(checkpoint_dirs(args), args.size, auto_device(args.device)),
             ref_eyeblink=None if args.ref_eyeblink is None else load_coeff_rows(args.ref_eyeblink),
             ref_pose=None if args.ref_pose is None else load_coeff_rows(args.ref_pose),
             progress=progress,

@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..coeffs.generate import load_coeff_rows
+from ..coeffs.files import load_coeff_rows
 from ..config import (
     AUTO,
     BLENDS,

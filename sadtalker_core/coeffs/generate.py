@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..config import FIELD_HELP, CoeffConfig
-from ..errors import SadTalkerError, ShapeError
+from ..errors import ShapeError
 from ..io.audio import (
     TARGET_RATE,
     AudioClip,
@@ -28,7 +28,6 @@ from ..io.audio import (
     check_speech,
     load_audio,
 )
-from ..io.npz import COEFFS_FORMAT, FACE_FORMAT, atomic_file, load_npz, npz_format
 from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
 from ..progress import Progress
 from ..types import Coeffs, Face
@@ -40,16 +39,13 @@ from .audio2pose import (
     predict_pose,
     smooth_pose,
 )
+from .blink import blink_schedule
 from .mel import DEFAULT_MEL, crop_or_pad, mel_windows, melspectrogram
 
 log = logging.getLogger(__name__)
 
 MODEL_FPS = 25  # frame rate the coefficient networks were trained at
 SILENT_MEL = -4.0  # normalised log-mel value of digital silence (the clipped floor)
-BLINK_SHAPE = (0.5, 0.9, 1.0, 0.9, 0.5)  # eye-closure ratio over the frames of one blink
-BLINK_MIN_GAP = 10  # frames; the gap before each blink is uniform in [min, max)
-BLINK_MAX_GAP = 70  # frames (exclusive upper bound, and at most half the clip)
-BLINK_MIN_CLIP = 20  # clips of at most this many frames get no blinks (official rule)
 EXP_DIM = 64  # expression coefficients, columns 0:64 of a row
 POSE_SLICE = slice(64, 70)  # pose columns of a row: angles 64:67 (rad), translation 67:70
 ROW_DIM = 70  # coefficients per frame
@@ -121,83 +117,6 @@ class CoeffModels:
 
 # --------------------------------------------------------------------------------------------
 # Building blocks
-
-
-def blink_schedule(num_frames: int, rng: np.random.Generator) -> np.ndarray:
-    """Random eye-blink ratio per 25 fps frame, following the official schedule.
-
-    Starting at frame 0, repeatedly wait a gap drawn uniformly from
-    ``[min(10, T), min(T // 2, 70))`` frames, then blink for 5 frames (0.5, 0.9, 1, 0.9, 0.5),
-    while the blink still ends before the last frame. Clips of at most 20 frames get no blinks
-    (as do 21-frame clips, whose gap range is empty; the official code fails there).
-
-    Args:
-        num_frames: T, frames at 25 fps.
-        rng: numpy generator owned by the caller (advanced by the draws).
-
-    Returns:
-        (T,) float32 in [0, 1], 0 = eyes open.
-    """
-    ratio = np.zeros(num_frames, np.float32)
-    if num_frames <= BLINK_MIN_CLIP:
-        return ratio
-    lo, hi = min(BLINK_MIN_GAP, num_frames), min(num_frames // 2, BLINK_MAX_GAP)
-    if hi <= lo:
-        return ratio
-    length = len(BLINK_SHAPE)
-    most = num_frames // (lo + length) + 1  # every blink uses at least lo + 5 frames
-    gaps = rng.integers(lo, hi, size=most)
-    starts = np.cumsum(gaps) + length * np.arange(most)  # first frame of each blink
-    starts = starts[starts + length <= num_frames - 1]  # increasing: a prefix is kept
-    idx = starts[:, None] + np.arange(length)  # (K, 5) frame indices
-    ratio[idx.reshape(-1)] = np.tile(np.asarray(BLINK_SHAPE, np.float32), len(starts))
-    return ratio
-
-
-def camera_path(keypoints: Sequence[float], num_frames: int) -> np.ndarray:
-    """Spread angle keypoints over a clip, like the official ``--input_yaw/pitch/roll``.
-
-    One keypoint holds the angle for the whole clip. Several keypoints are joined by straight
-    legs, and each leg gets a share of the frames proportional to the angle it covers (constant
-    angular speed). Unlike the official code, the last frame reaches the last keypoint exactly
-    and repeated keypoints do not fail (a zero-length leg takes no frames).
-
-    Args:
-        keypoints: angles in degrees, in order.
-        num_frames: T.
-
-    Returns:
-        (T,) float32 degrees.
-    """
-    k = np.asarray(keypoints, np.float64).reshape(-1)
-    if k.size == 0:
-        raise ValueError("camera_path needs at least one keypoint.")
-    if num_frames == 1 or k.size == 1:
-        return np.full(num_frames, k[0], np.float32)
-    k = k[np.concatenate([[True], np.diff(k) != 0])]  # drop zero-length legs
-    if k.size == 1:
-        return np.full(num_frames, k[0], np.float32)
-    arc = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(k)))])  # (K,) degrees travelled
-    s = np.linspace(0.0, arc[-1], num_frames)  # (T,) equal angular steps
-    return np.interp(s, arc, k).astype(np.float32)
-
-
-def camera_degrees(coeffs: Coeffs) -> dict[str, np.ndarray]:
-    """Per-frame renderer head-angle overrides requested in ``coeffs.options``.
-
-    The official ``input_yaw/pitch/roll`` options replace the renderer's predicted yaw, pitch
-    and roll (in degrees) frame by frame; the coefficient rows themselves are not changed.
-
-    Returns:
-        dict with a (T,) float32 degree array for each of 'yaw', 'pitch', 'roll' requested;
-        empty when none was.
-    """
-    out = {}
-    for axis in ("yaw", "pitch", "roll"):
-        keys = coeffs.options.get(f"input_{axis}")
-        if keys:
-            out[axis] = camera_path(keys, coeffs.num_frames)
-    return out
 
 
 def resample_coeffs(
@@ -314,10 +233,7 @@ def generate_coeffs(
     audio: AudioSource | AudioClip | None,
     config: CoeffConfig | None = None,
     *,
-    models: CoeffModels | None = None,
-    dirs: Sequence[Path] | str | os.PathLike | None = None,
-    size: int = 256,
-    device: str | torch.device | None = None,
+    models: CoeffModels,
     ref_eyeblink: np.ndarray | torch.Tensor | None = None,
     ref_pose: np.ndarray | torch.Tensor | None = None,
     blink_ratio: np.ndarray | torch.Tensor | None = None,
@@ -344,13 +260,10 @@ def generate_coeffs(
 
     Args:
         face: the source :class:`Face`, or its (70,) / (73,) reference coefficient row.
-        audio: speech as :func:`~sadtalker_core.audio_io.load_audio` accepts it (path, ComfyUI
-            AUDIO dict, ``(samples, rate)``, :class:`AudioClip`); None in idle mode.
+        audio: speech as :func:`~sadtalker_core.io.audio.load_audio` accepts it (path,
+            ``(samples, rate)``, :class:`AudioClip`); None in idle mode.
         config: stage options (defaults: :class:`CoeffConfig`).
-        models: loaded networks; when None they are loaded from ``dirs`` / ``size`` / ``device``.
-        dirs: checkpoint folders used when ``models`` is None.
-        size: preferred combined checkpoint (256/512) when ``models`` is None.
-        device: device for loading when ``models`` is None (default CPU).
+        models: the loaded networks (:meth:`CoeffModels.load`).
         ref_eyeblink: (N, >= 64) per-frame coefficient rows of a reference video at 25 fps; its
             expressions replace the reference expression fed to ExpNet (tiled to the clip) and
             the random blinks are turned off, so blinks (and expressions) follow the video.
@@ -422,8 +335,6 @@ def generate_coeffs(
     ref_exp = src_exp if blink_rows is None else tile_rows(blink_rows, t_model)[:, :EXP_DIM]
 
     # ---- networks
-    if models is None:
-        models = CoeffModels.load(dirs, size, device or "cpu")
     run_pose = not cfg.still
     total = t_model + (t_model - 1 if run_pose else 0)
     exp_progress = pose_progress = None
@@ -484,100 +395,16 @@ def generate_coeffs(
     log.info(
         "coefficients: %d frames at %g fps (%d at 25 fps) from %s", t_out, fps, t_model, source_name
     )
-    return Coeffs(rows, fps, out_audio, TARGET_RATE, options)
-
-
-# --------------------------------------------------------------------------------------------
-# Files: source rows, reference rows, official .mat export
-
-
-def _load_mat_rows(path: Path) -> np.ndarray:
-    from scipy.io import loadmat
-
-    try:
-        mat = loadmat(str(path))
-    except (OSError, ValueError, TypeError) as e:
-        raise SadTalkerError(f"{path} is not a readable .mat file ({e}).") from e
-    if "coeff_3dmm" not in mat:
-        raise SadTalkerError(
-            f"{path} has no 'coeff_3dmm' entry (keys: {sorted(k for k in mat if not k.startswith('__'))}); "
-            "it is not a SadTalker coefficient file."
-        )
-    return np.asarray(mat["coeff_3dmm"], np.float32)
-
-
-def load_coeff_rows(path: str | os.PathLike) -> np.ndarray:
-    """Per-frame coefficient rows of a reference video (for ``ref_eyeblink`` / ``ref_pose``).
-
-    Reads an official ``.mat`` (``coeff_3dmm`` (N, 70/73)), a coefficient-stage ``.npz``
-    (resampled to 25 fps), a face ``.npz`` (its one row), or any ``.npz`` with a 2-D
-    ``coeff_3dmm`` or ``coeffs`` array (taken as 25 fps).
-
-    Returns:
-        (N, >= 70) float32 rows at 25 fps.
-
-    Raises:
-        SadTalkerError: unreadable file or no coefficient rows in it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SadTalkerError(f"Coefficient file not found: {path}.")
-    if path.suffix.lower() == ".mat":
-        rows = _load_mat_rows(path)
-    else:
-        arrays = load_npz(path)
-        fmt = npz_format(arrays)
-        if fmt == COEFFS_FORMAT:
-            c = Coeffs.load(path)
-            n = max(1, int(math.floor(c.duration * MODEL_FPS + 0.5)))
-            rows = resample_coeffs(c.coeffs, c.fps, MODEL_FPS, n)
-        elif fmt == FACE_FORMAT:
-            rows = Face.load(path).coeff_3dmm[None]
-        elif "coeff_3dmm" in arrays or "coeffs" in arrays:
-            rows = arrays.get("coeff_3dmm", arrays.get("coeffs"))
-        else:
-            raise SadTalkerError(
-                f"{path} holds no coefficient rows ('coeff_3dmm' or 'coeffs'); keys: "
-                f"{sorted(arrays)}."
-            )
-    rows = np.asarray(rows, np.float32)
-    if rows.ndim == 1:
-        rows = rows[None]
-    if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] < ROW_DIM:
-        raise SadTalkerError(
-            f"{path}: coefficient rows must be (N, >= 70), got shape {rows.shape}."
-        )
-    return rows
-
-
-def load_source(path: str | os.PathLike) -> Face | np.ndarray:
-    """The source for :func:`generate_coeffs` from a face ``.npz`` or an official ``.mat``.
-
-    Returns:
-        the :class:`Face` of a face ``.npz``, else the first (70+,) coefficient row.
-    """
-    path = Path(path)
-    if (
-        path.suffix.lower() == ".npz"
-        and path.is_file()
-        and npz_format(load_npz(path)) == FACE_FORMAT
-    ):
-        return Face.load(path)
-    return load_coeff_rows(path)[0]
-
-
-def save_mat(coeffs: Coeffs, path: str | os.PathLike) -> Path:
-    """Write the rows in the official layout: a MATLAB file with ``coeff_3dmm`` (T, 70) float32.
-
-    This is what the official audio-to-coefficient step writes (no other key); the official
-    renderer reads it as 25 fps rows. Written atomically (temp file + rename).
-    """
-    from scipy.io import savemat
-
-    path = Path(path)
-    with atomic_file(path) as f:
-        savemat(f, {"coeff_3dmm": np.asarray(coeffs.coeffs, np.float32)})
-    return path
+    return Coeffs(
+        rows,
+        fps,
+        out_audio,
+        TARGET_RATE,
+        options,
+        input_yaw=cfg.input_yaw,
+        input_pitch=cfg.input_pitch,
+        input_roll=cfg.input_roll,
+    )
 
 
 __all__ = [
@@ -585,15 +412,9 @@ __all__ = [
     "MODEL_FPS",
     "CoeffConfig",
     "CoeffModels",
-    "blink_schedule",
-    "camera_degrees",
-    "camera_path",
     "frame_counts",
     "generate_coeffs",
-    "load_coeff_rows",
-    "load_source",
     "resample_coeffs",
-    "save_mat",
     "source_row",
     "tile_rows",
 ]

@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import SadTalkerError
+from ..errors import DownloadError
 from .check import validate_file
 from .locate import ENV_CHECKPOINTS, find_file
 from .registry import FILES
@@ -28,10 +28,6 @@ CORE_FILES = {
 }
 ENHANCER_FILES = ("GFPGANv1.4.pth", "parsing_parsenet.pth")  # face restoration + its paste mask
 BACKGROUND_FILES = ("RealESRGAN_x2plus.pth",)
-
-
-class DownloadError(SadTalkerError, OSError):
-    """A file could not be fetched; the message lists what to download by hand and where."""
 
 
 def files_for(

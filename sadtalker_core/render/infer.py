@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..coeffs.generate import camera_degrees
 from ..config import RenderConfig
 from ..errors import ShapeError
 from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
@@ -227,7 +226,7 @@ class Renderer:
         """Yield the clip as consecutive (B, 3, size, size) float32 batches in [0, 1] on the device.
 
         User head angles requested in the coefficient stage (``input_yaw/pitch/roll``) replace
-        the predicted ones frame by frame (``coeffs.camera_degrees``).
+        the predicted ones frame by frame (``Coeffs.camera_degrees``).
 
         Args:
             face: extract-stage result (its ``size`` must equal the models').
@@ -245,7 +244,7 @@ class Renderer:
                 f"The face was extracted for {face.size} px but the models render {m.size} px."
             )
         rows = driving_sequence(face, coeffs, m.coeff_nc)
-        degrees = camera_degrees(coeffs)
+        degrees = coeffs.camera_degrees()
         angles = [degrees.get(axis) for axis in ("yaw", "pitch", "roll")]
         yield from self.stream(
             source_tensor(face, m.size, self.device),
