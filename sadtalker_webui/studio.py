@@ -10,7 +10,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -204,12 +204,8 @@ class Studio:
         """Per-frame coefficient rows of a reference video (head pose or blinks), or None."""
         if not video:
             return None
-        extract_video = getattr(getattr(pipe, "extractor", None), "extract_video", None)
-        if extract_video is None:
-            raise SadTalkerError("This version of sadtalker_core cannot read reference videos.")
         report("reference", 0, 1)
-        rows, _fps = extract_video(Path(video), replace(config.extract, face_index=0))
-        return rows
+        return pipe.reference_rows(Path(video), config)
 
     def _after_run(self, give_back: Callable[[], None] | None) -> None:
         """Keep, offload or drop our networks; then give the host's model its memory back."""
