@@ -359,6 +359,39 @@ def test_cli_batch_csv_loads_the_models_once(weights_dir, people, face_crop, spe
         assert sum(f"loaded {network} from" in line for line in loads) == 1, loads
 
 
+def test_cli_batch_spreads_clips_over_device_workers(
+    weights_dir, people, face_crop, speech, capsys, tmp_path
+):
+    """``--devices``: one worker per device takes clips from one queue (two CPU workers here,
+    standing in for two GPUs); every clip is written, a failing clip does not stop the others."""
+    clips = [speech(f"workers_{k}", 0.05) for k in range(3)]  # 1 frame each
+    table = tmp_path / "jobs.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerows([[str(people), str(clip)] for clip in clips])
+        writer.writerow([str(people), str(tmp_path / "missing.wav")])
+    results = tmp_path / "results"
+    rc, out, err = _run_main(
+        capsys,
+        "--batch", str(table),
+        "--checkpoint_dir", str(weights_dir),
+        "--detector", "dlib",
+        "--result_dir", str(results),
+        "--devices", "cpu,cpu",
+    )  # fmt: skip
+    assert rc == 1 and "missing.wav" in err  # the failed clip is reported, the others are done
+    names = sorted(f"people_0__workers_{k}.mp4" for k in range(3))
+    assert files_in(results) == names
+    assert out.splitlines()[0] == "4 clips on 2 workers: cpu, cpu"
+    assert sorted(line.split()[0] for line in out.splitlines()[1:]) == [
+        str(results / n) for n in names
+    ]
+    for name, clip in zip(names, clips):
+        check_mp4(results / name, audio_seconds(clip), 25, crop_output_size(face_crop, 256))
+    rc, out, err = _run_main(capsys, "--batch", str(table), "--devices", "cpu,gpu7")
+    assert rc == 1 and "--devices: 'gpu7' is not a torch device" in err and out == ""
+
+
 def _run_main(capsys, *args: str) -> tuple[int, str, str]:
     """The CLI's entry point in this process (networks already cached: no reload cost)."""
     rc = main(list(args))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import queue
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from ..coeffs.files import load_coeff_rows
 from ..config import (
@@ -22,7 +26,7 @@ from ..config import (
     PipelineConfig,
     RenderConfig,
 )
-from ..errors import SadTalkerError
+from ..errors import CancelledError, SadTalkerError
 from ..pipeline import SadTalkerPipeline
 from .coeffs import add_motion_arguments, coeff_config
 from .common import TerminalBar, checkpoint_dirs, say
@@ -99,6 +103,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     add_motion_arguments(p.add_argument_group("motion"))
     add_render_arguments(p)
+    p.add_argument(
+        "--devices",
+        help="with --batch: render clips in parallel, one worker per device: a comma-separated "
+        "list (cuda:0,cuda:1) or 'all' (every visible CUDA device)",
+    )
     p.set_defaults(func=run_cli)
 
 
@@ -270,13 +279,35 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     return render_config(args, args.detector, base)
 
 
+def worker_devices(spec: str | None, default: str | None) -> list[str | None]:
+    """The devices of ``--devices``: a comma-separated list or ``all`` (every CUDA device);
+    without it, the one ``default`` device."""
+    if not spec:
+        return [default]
+    if spec.strip() == "all":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise SadTalkerError("--devices all: no CUDA device is visible; name the devices.")
+        return [f"cuda:{i}" for i in range(count)]
+    devices = [d.strip() for d in spec.split(",") if d.strip()]
+    for d in devices:
+        try:
+            torch.device(d)
+        except RuntimeError as e:
+            raise SadTalkerError(f"--devices: '{d}' is not a torch device ({e}).") from e
+    return devices or [default]
+
+
 def run_cli(args: argparse.Namespace) -> int:
     jobs = _jobs(args)
     try:
         cfg = _config(args)
     except ValueError as e:  # an option out of range: the config dataclasses say which
         raise SadTalkerError(str(e)) from e
-    pipe = SadTalkerPipeline(checkpoint_dirs(args), device_arg(args))
+    devices = worker_devices(getattr(args, "devices", None), device_arg(args))
+    if len(devices) > 1 and len(jobs) > 1:
+        return _run_parallel(args, cfg, jobs, devices)
+    pipe = SadTalkerPipeline(checkpoint_dirs(args), devices[0])
     if cfg.enhance is not None:
         pipe.enhancer(cfg.enhance)  # a missing restorer file stops the run before any work
     ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)
@@ -305,9 +336,7 @@ def run_cli(args: argparse.Namespace) -> int:
                 if len(jobs) == 1:
                     raise
                 failed += 1
-                say(
-                    f"error: {image.name} + {audio.name if audio else 'idle'}: {e}", file=sys.stderr
-                )
+                _report_failure(image, audio, e)
                 continue
             finally:
                 bar.close()
@@ -316,4 +345,84 @@ def run_cli(args: argparse.Namespace) -> int:
         bar.close()
         say("interrupted: no partial video was kept", file=sys.stderr)
         return 130
+    return 1 if failed else 0
+
+
+def _report_failure(image: Path, audio: Path | None, e: Exception) -> None:
+    say(f"error: {image.name} + {audio.name if audio else 'idle'}: {e}", file=sys.stderr)
+
+
+def _run_parallel(
+    args: argparse.Namespace,
+    cfg: PipelineConfig,
+    jobs: list[tuple[Path, Path | None, Path]],
+    devices: list[str | None],
+) -> int:
+    """Clips spread over one worker per device (each with its own networks), taken from one
+    queue as workers become free; each finished path is printed as it is written."""
+    dirs = checkpoint_dirs(args)
+    pending: queue.Queue = queue.Queue()
+    for job in jobs:
+        pending.put(job)
+    stop = threading.Event()
+    failed: list[Path] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(device: str | None) -> None:
+        try:
+            pipe = SadTalkerPipeline(dirs, device)
+            if cfg.enhance is not None:
+                pipe.enhancer(cfg.enhance)
+            ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)
+            ref_pose = _reference(args.ref_pose, pipe, cfg.extract)
+        except BaseException as e:  # a worker that cannot start stops the run
+            errors.append(e)
+            stop.set()
+            return
+        while not stop.is_set():
+            try:
+                image, audio, out = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                path = pipe.run(
+                    image,
+                    audio,
+                    out,
+                    cfg,
+                    ref_eyeblink=ref_blink,
+                    ref_pose=ref_pose,
+                    should_cancel=stop.is_set,
+                )
+            except CancelledError:
+                return
+            except SadTalkerError as e:
+                with lock:
+                    failed.append(image)
+                    _report_failure(image, audio, e)
+                continue
+            except BaseException as e:
+                errors.append(e)
+                stop.set()
+                return
+            with lock:
+                say(f"{path}  ({device})")
+
+    say(f"{len(jobs)} clips on {len(devices)} workers: {', '.join(map(str, devices))}")
+    threads = [threading.Thread(target=work, args=(d,), daemon=True) for d in devices]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join()
+        say("interrupted: no partial video was kept", file=sys.stderr)
+        return 130
+    if errors:
+        raise errors[0]
     return 1 if failed else 0
