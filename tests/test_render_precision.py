@@ -118,3 +118,25 @@ def test_every_precision_renders_close_to_fp32(renderer, clip, exact, precision,
         torch.testing.assert_close(frames, fp32, rtol=0, atol=0)
     elif precision in ("bf16", "fp16"):
         assert err.max() > 0  # the reduced precision really ran
+
+
+def test_tf32_switches_are_shared_by_concurrent_renders():
+    """Workers on several GPUs render at once: the host's TF32 switches are saved by the first
+    render in and restored only when the last one leaves (not half-way through another's)."""
+    from sadtalker_core.render.infer import _tf32
+
+    switches = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    host = [s.allow_tf32 for s in switches]
+    try:
+        for s in switches:
+            s.allow_tf32 = False  # the host's choice
+        first, second = _tf32(True), _tf32(True)
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)  # one worker finished: the other still renders in TF32
+        assert all(s.allow_tf32 for s in switches)
+        second.__exit__(None, None, None)
+        assert not any(s.allow_tf32 for s in switches)  # the host's values are back
+    finally:
+        for s, value in zip(switches, host):
+            s.allow_tf32 = value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -175,22 +176,41 @@ def _precision(precision: str, device: torch.device):
     bf16/fp16 autocast, or ``auto`` (TF32 on CUDA; on CPU fp32 with Winograd convolutions)."""
     fast_cpu_convs = precision == "auto" and device.type == "cpu"
     precision = resolve_precision(precision, device)
-    if device.type == "cuda":
-        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        tf32 = precision == "tf32"
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-    try:
-        with winograd(fast_cpu_convs):
-            if precision in ("bf16", "fp16"):
-                dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-                with torch.autocast(device_type=device.type, dtype=dtype):
-                    yield
-            else:
+    tf32 = _tf32(precision == "tf32") if device.type == "cuda" else contextlib.nullcontext()
+    with tf32, winograd(fast_cpu_convs):
+        if precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+            with torch.autocast(device_type=device.type, dtype=dtype):
                 yield
+        else:
+            yield
+
+
+class _TF32State:
+    """The process-wide TF32 switches, shared by concurrent renders (one worker per GPU): the
+    first render in sets them and saves the host's values, the last one out restores them."""
+
+    lock = threading.Lock()
+    users = 0
+    saved: tuple[bool, bool] | None = None
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    state = _TF32State
+    with state.lock:
+        if state.users == 0:
+            state.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        state.users += 1
+        torch.backends.cudnn.allow_tf32 = enabled
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
     finally:
-        if device.type == "cuda":
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        with state.lock:
+            state.users -= 1
+            if state.users == 0 and state.saved is not None:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = state.saved
 
 
 def estimate_memory(size: int, batch_size: int) -> int:
