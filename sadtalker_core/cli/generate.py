@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import logging
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -307,11 +309,7 @@ def run_cli(args: argparse.Namespace) -> int:
     devices = worker_devices(getattr(args, "devices", None), device_arg(args))
     if len(devices) > 1 and len(jobs) > 1:
         return _run_parallel(args, cfg, jobs, devices)
-    pipe = SadTalkerPipeline(checkpoint_dirs(args), devices[0])
-    if cfg.enhance is not None:
-        pipe.enhancer(cfg.enhance)  # a missing restorer file stops the run before any work
-    ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)
-    ref_pose = _reference(args.ref_pose, pipe, cfg.extract)
+    render = _clip_renderer(args, cfg, checkpoint_dirs(args), devices[0])
     failed = 0
     bar = TerminalBar()
     try:
@@ -323,15 +321,7 @@ def run_cli(args: argparse.Namespace) -> int:
                     bar(done, total)
 
             try:
-                path = pipe.run(
-                    image,
-                    audio,
-                    out,
-                    cfg,
-                    ref_eyeblink=ref_blink,
-                    ref_pose=ref_pose,
-                    progress=progress,
-                )
+                path = render(image, audio, out, progress=progress)
             except SadTalkerError as e:
                 if len(jobs) == 1:
                     raise
@@ -346,6 +336,21 @@ def run_cli(args: argparse.Namespace) -> int:
         say("interrupted: no partial video was kept", file=sys.stderr)
         return 130
     return 1 if failed else 0
+
+
+def _clip_renderer(
+    args: argparse.Namespace, cfg: PipelineConfig, dirs: list[Path], device: str | None
+) -> Callable[..., Path]:
+    """``render(image, audio, out, **callbacks)`` for one device: the networks, the enhancer
+    (a missing restorer file stops the run before any work) and the reference rows once."""
+    pipe = SadTalkerPipeline(dirs, device)
+    if cfg.enhance is not None:
+        pipe.enhancer(cfg.enhance)
+    refs = {
+        "ref_eyeblink": _reference(args.ref_eyeblink, pipe, cfg.extract),
+        "ref_pose": _reference(args.ref_pose, pipe, cfg.extract),
+    }
+    return functools.partial(pipe.run, config=cfg, **refs)
 
 
 def _report_failure(image: Path, audio: Path | None, e: Exception) -> None:
@@ -371,11 +376,7 @@ def _run_parallel(
 
     def work(device: str | None) -> None:
         try:
-            pipe = SadTalkerPipeline(dirs, device)
-            if cfg.enhance is not None:
-                pipe.enhancer(cfg.enhance)
-            ref_blink = _reference(args.ref_eyeblink, pipe, cfg.extract)
-            ref_pose = _reference(args.ref_pose, pipe, cfg.extract)
+            render = _clip_renderer(args, cfg, dirs, device)
         except BaseException as e:  # a worker that cannot start stops the run
             errors.append(e)
             stop.set()
@@ -386,15 +387,7 @@ def _run_parallel(
             except queue.Empty:
                 return
             try:
-                path = pipe.run(
-                    image,
-                    audio,
-                    out,
-                    cfg,
-                    ref_eyeblink=ref_blink,
-                    ref_pose=ref_pose,
-                    should_cancel=stop.is_set,
-                )
+                path = render(image, audio, out, should_cancel=stop.is_set)
             except CancelledError:
                 return
             except SadTalkerError as e:
