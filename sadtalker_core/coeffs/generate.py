@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,97 @@ def _fit_samples(wav: np.ndarray, n: int) -> np.ndarray:
     return np.pad(wav, (0, n - wav.shape[0]))
 
 
+@dataclass(frozen=True)
+class _Timeline:
+    """What the speech (or idle time) gives the networks: frame counts, the output audio and
+    one mel window per 25 fps model frame."""
+
+    source: str  # the audio's name, or "idle"
+    out_frames: int  # T at the output fps
+    model_frames: int  # frames at the networks' 25 fps
+    audio: np.ndarray  # (N,) 16 kHz, exactly out_frames / fps seconds
+    windows: np.ndarray  # (model_frames, 80, 16) mel windows
+
+
+def _timeline(audio: AudioSource | AudioClip | None, cfg: CoeffConfig) -> _Timeline:
+    fps = float(cfg.fps)
+    if cfg.idle_seconds is not None:
+        if audio is not None:
+            raise ValueError("Give either audio or idle_seconds, not both.")
+        duration, source, wav = float(cfg.idle_seconds), "idle", None
+    else:
+        if audio is None:
+            raise ValueError("No audio given: pass speech, or set idle_seconds for idle mode.")
+        clip = audio if isinstance(audio, AudioClip) and audio.sample_rate == TARGET_RATE else None
+        clip = clip or load_audio(audio)
+        check_min_duration(clip, fps)
+        check_speech(clip)
+        duration, source, wav = clip.duration, clip.source, clip.waveform
+    t_out, t_model = frame_counts(duration, fps)
+    n_out = int(round(t_out * TARGET_RATE / fps))  # samples of exactly t_out / fps seconds
+    out_audio = np.zeros(n_out, np.float32) if wav is None else _fit_samples(wav, n_out)
+    if wav is None:
+        # Digital silence (the clipped floor), what a silent recording gives: the mouth stays
+        # closed. The official idle mode feeds 0 instead, a mid-level value, not silence.
+        windows = np.full((t_model, DEFAULT_MEL.n_mels, DEFAULT_MEL.window), SILENT_MEL, np.float32)
+    else:
+        model_wav = crop_or_pad(out_audio, t_model, MODEL_FPS, TARGET_RATE)
+        windows = mel_windows(melspectrogram(model_wav), t_model)  # (t_model, 80, 16)
+    return _Timeline(source, t_out, t_model, out_audio, windows)
+
+
+def _blink_ratio(
+    override: np.ndarray | torch.Tensor | None, has_ref: bool, cfg: CoeffConfig, frames: int
+) -> np.ndarray:
+    """(frames,) eye-closure ratio fed to ExpNet: the test override, none when blinks come from
+    a reference video or are off, else the seeded official schedule."""
+    if override is not None:
+        ratio = _as_numpy(override).astype(np.float32).reshape(-1)  # (1, T, 1) -> (T,)
+        if ratio.shape[0] != frames or not np.isfinite(ratio).all():
+            raise ShapeError(
+                f"blink_ratio must hold one finite value per 25 fps frame ({frames}), "
+                f"got shape {np.shape(override)}."
+            )
+        return ratio
+    if has_ref or not cfg.blink:
+        return np.zeros(frames, np.float32)
+    return blink_schedule(frames, np.random.default_rng(cfg.seed))
+
+
+def _head_pose(
+    models: CoeffModels,
+    windows: torch.Tensor,
+    src_pose: np.ndarray,
+    pose_rows: np.ndarray | None,
+    cfg: CoeffConfig,
+    latents: Sequence[torch.Tensor] | torch.Tensor | None,
+    progress: Progress | None,
+) -> np.ndarray:
+    """(T, 6) head pose: PoseVAE on seeded latents, smoothed, plus a reference video's relative
+    motion, scaled around the source pose by ``head_motion_scale``."""
+    frames = windows.shape[0]
+    if latents is None:
+        pose_cfg = models.pose_net.config
+        gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
+        latents = latents_from_seed(frames, gen, pose_cfg.latent_dim, pose_cfg.seq_len)
+    raw = predict_pose(
+        models.pose_net,
+        windows,
+        src_pose,
+        int(cfg.pose_style),
+        latents,
+        cfg.chunk_frames,
+        progress,
+    )
+    pose = np.asarray(smooth_pose(raw.float().cpu().numpy()), np.float32)  # (T, 6)
+    if pose_rows is not None:
+        ref = tile_rows(pose_rows[:, POSE_SLICE], frames)
+        pose = pose + (ref - pose_rows[0, POSE_SLICE])  # relative motion of the video
+    if cfg.head_motion_scale != 1.0:
+        pose = src_pose + np.float32(cfg.head_motion_scale) * (pose - src_pose)
+    return pose
+
+
 # --------------------------------------------------------------------------------------------
 # The stage
 
@@ -288,50 +380,15 @@ def generate_coeffs(
     src = source_row(face)
     src_exp, src_pose = src[:EXP_DIM], src[POSE_SLICE]
     fps = float(cfg.fps)
-    idle = cfg.idle_seconds is not None
-
-    # ---- audio -> output / model frame counts
-    if idle:
-        if audio is not None:
-            raise ValueError("Give either audio or idle_seconds, not both.")
-        duration, source_name, wav = float(cfg.idle_seconds), "idle", None
-    else:
-        if audio is None:
-            raise ValueError("No audio given: pass speech, or set idle_seconds for idle mode.")
-        clip = audio if isinstance(audio, AudioClip) and audio.sample_rate == TARGET_RATE else None
-        clip = clip or load_audio(audio)
-        check_min_duration(clip, fps)
-        check_speech(clip)
-        duration, source_name, wav = clip.duration, clip.source, clip.waveform
-    t_out, t_model = frame_counts(duration, fps)
-    n_out = int(round(t_out * TARGET_RATE / fps))  # samples of exactly t_out / fps seconds
-    out_audio = np.zeros(n_out, np.float32) if wav is None else _fit_samples(wav, n_out)
-
-    # ---- mel windows at 25 fps
-    if idle:
-        # Digital silence (the clipped floor), what a silent recording gives: the mouth stays
-        # closed. The official idle mode feeds 0 instead, a mid-level value, not silence.
-        windows = np.full((t_model, DEFAULT_MEL.n_mels, DEFAULT_MEL.window), SILENT_MEL, np.float32)
-    else:
-        model_wav = crop_or_pad(out_audio, t_model, MODEL_FPS, TARGET_RATE)
-        windows = mel_windows(melspectrogram(model_wav), t_model)  # (t_model, 80, 16)
+    timeline = _timeline(audio, cfg)
+    t_out, t_model = timeline.out_frames, timeline.model_frames
 
     # ---- reference rows, blink ratio
     blink_rows = (
         None if ref_eyeblink is None else _reference_rows(ref_eyeblink, "ref_eyeblink", EXP_DIM)
     )
     pose_rows = None if ref_pose is None else _reference_rows(ref_pose, "ref_pose", ROW_DIM)
-    if blink_ratio is not None:
-        ratio = _as_numpy(blink_ratio).astype(np.float32).reshape(-1)  # (1, T, 1) -> (T,)
-        if ratio.shape[0] != t_model or not np.isfinite(ratio).all():
-            raise ShapeError(
-                f"blink_ratio must hold one finite value per 25 fps frame ({t_model}), "
-                f"got shape {np.shape(blink_ratio)}."
-            )
-    elif blink_rows is not None or not cfg.blink:
-        ratio = np.zeros(t_model, np.float32)
-    else:
-        ratio = blink_schedule(t_model, np.random.default_rng(cfg.seed))
+    ratio = _blink_ratio(blink_ratio, blink_rows is not None, cfg, t_model)
     ref_exp = src_exp if blink_rows is None else tile_rows(blink_rows, t_model)[:, :EXP_DIM]
 
     # ---- networks
@@ -341,34 +398,14 @@ def generate_coeffs(
     if progress is not None:
         exp_progress = lambda done, _t: progress(done, total)  # noqa: E731
         pose_progress = lambda done, _n: progress(t_model + done, total)  # noqa: E731
-    windows_t = torch.from_numpy(windows).to(models.device)  # one transfer for both nets
-    del windows
+    windows_t = torch.from_numpy(timeline.windows).to(models.device)  # one transfer, both nets
     exp = predict_expression(
         models.exp_net, windows_t, ref_exp, ratio, cfg.chunk_frames, exp_progress
     )
     exp = exp.float().cpu().numpy()  # (t_model, 64)
 
     if run_pose:
-        z = latents
-        if z is None:
-            pose_cfg = models.pose_net.config
-            gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
-            z = latents_from_seed(t_model, gen, pose_cfg.latent_dim, pose_cfg.seq_len)
-        raw = predict_pose(
-            models.pose_net,
-            windows_t,
-            src_pose,
-            int(cfg.pose_style),
-            z,
-            cfg.chunk_frames,
-            pose_progress,
-        )
-        pose = np.asarray(smooth_pose(raw.float().cpu().numpy()), np.float32)  # (t_model, 6)
-        if pose_rows is not None:
-            ref = tile_rows(pose_rows[:, POSE_SLICE], t_model)
-            pose = pose + (ref - pose_rows[0, POSE_SLICE])  # relative motion of the video
-        if cfg.head_motion_scale != 1.0:
-            pose = src_pose + np.float32(cfg.head_motion_scale) * (pose - src_pose)
+        pose = _head_pose(models, windows_t, src_pose, pose_rows, cfg, latents, pose_progress)
     else:
         if pose_rows is not None:
             log.warning("still mode keeps the source pose: ref_pose is ignored.")
@@ -383,7 +420,7 @@ def generate_coeffs(
 
     options = cfg.to_json()
     options.update(
-        audio=source_name,
+        audio=timeline.source,
         model_fps=MODEL_FPS,
         model_frames=t_model,
         ref_eyeblink=blink_rows is not None,
@@ -393,12 +430,16 @@ def generate_coeffs(
         ],
     )
     log.info(
-        "coefficients: %d frames at %g fps (%d at 25 fps) from %s", t_out, fps, t_model, source_name
+        "coefficients: %d frames at %g fps (%d at 25 fps) from %s",
+        t_out,
+        fps,
+        t_model,
+        timeline.source,
     )
     return Coeffs(
         rows,
         fps,
-        out_audio,
+        timeline.audio,
         TARGET_RATE,
         options,
         input_yaw=cfg.input_yaw,
