@@ -9,7 +9,6 @@ from .generator import (
     GeneratorConfig,
     GeneratorOutput,
     OcclusionAwareSPADEGenerator,
-    SPADEDecoderConfig,
 )
 from .keypoint import KPDetector, KPDetectorConfig
 from .mapping import MappingNet, MappingNetConfig
@@ -21,6 +20,7 @@ from .motion import (
     rotation_matrix,
     transform_keypoints,
 )
+from .spade import SPADEDecoderConfig
 
 __all__ = [
     "DenseMotion",
