@@ -38,6 +38,12 @@ def parse_angles(text: str) -> tuple[float, ...] | None:
     return tuple(float(p) for p in parts) if parts else None
 
 
+def _widget(name: str, kind: str, low: float, high: float, **extra) -> tuple[str, dict]:
+    """A number input of a coefficient option: its default and help line from the core."""
+    options = {"default": getattr(_DEFAULTS, name), "min": low, "max": high, **extra}
+    return kind, {**options, "tooltip": _tip(name)}
+
+
 class SadTalkerAudioToCoeffs:
     CATEGORY = "SadTalker"
     DESCRIPTION = (
@@ -59,57 +65,13 @@ class SadTalkerAudioToCoeffs:
             "required": {
                 "models": (MODELS, {"tooltip": "From SadTalker Load Models."}),
                 "face": (FACE, {"tooltip": "From SadTalker Face Crop."}),
-                "seed": (
-                    "INT",
-                    {
-                        "default": d.seed,
-                        "min": 0,
-                        "max": MAX_SEED,
-                        "control_after_generate": True,
-                        "tooltip": _tip("seed"),
-                    },
-                ),
-                "pose_style": (
-                    "INT",
-                    {
-                        "default": d.pose_style,
-                        "min": 0,
-                        "max": NUM_POSE_STYLES - 1,
-                        "tooltip": _tip("pose_style"),
-                    },
-                ),
-                "expression_scale": (
-                    "FLOAT",
-                    {
-                        "default": d.expression_scale,
-                        "min": 0.0,
-                        "max": 3.0,
-                        "step": 0.05,
-                        "tooltip": _tip("expression_scale"),
-                    },
-                ),
-                "head_motion_scale": (
-                    "FLOAT",
-                    {
-                        "default": d.head_motion_scale,
-                        "min": 0.0,
-                        "max": 3.0,
-                        "step": 0.05,
-                        "tooltip": _tip("head_motion_scale"),
-                    },
-                ),
+                "seed": _widget("seed", "INT", 0, MAX_SEED, control_after_generate=True),
+                "pose_style": _widget("pose_style", "INT", 0, NUM_POSE_STYLES - 1),
+                "expression_scale": _widget("expression_scale", "FLOAT", 0.0, 3.0, step=0.05),
+                "head_motion_scale": _widget("head_motion_scale", "FLOAT", 0.0, 3.0, step=0.05),
                 "still": ("BOOLEAN", {"default": d.still, "tooltip": _tip("still")}),
                 "blink": ("BOOLEAN", {"default": d.blink, "tooltip": _tip("blink")}),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": d.fps,
-                        "min": 1.0,
-                        "max": 120.0,
-                        "step": 1.0,
-                        "tooltip": _tip("fps"),
-                    },
-                ),
+                "fps": _widget("fps", "FLOAT", 1.0, 120.0, step=1.0),
             },
             "optional": {
                 "audio": (
