@@ -10,6 +10,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from sadtalker_core import models as registry  # noqa: E402
+from sadtalker_core.errors import ModelNotFoundError  # noqa: E402
 
 
 def find_weights(explicit: str | None, needed: tuple[str, ...] = ("generator", "mapping")) -> Path:
@@ -18,7 +19,7 @@ def find_weights(explicit: str | None, needed: tuple[str, ...] = ("generator", "
     dirs = registry.default_checkpoint_dirs(explicit)
     try:
         folders = {registry.network_file(n, dirs).parent for n in needed}
-    except registry.ModelNotFoundError:
+    except ModelNotFoundError:
         folders = set()
     if len(folders) == 1:
         return folders.pop()

@@ -3,6 +3,7 @@
 usage:
   python benchmarks/render.py [--device cuda] [--sizes 256 512] [--batch-sizes 1 2 4 8]
                               [--frames N] [--precisions auto fp32 tf32 fp16 bf16]
+                              [--compile auto on off]
                               [--rss-seconds 5 60] [--e2e-seconds 10]
                               [--reference PATH_TO_OFFICIAL_SADTALKER_CHECKOUT]
 
@@ -14,6 +15,7 @@ weights, inputs and machine, and our speed is printed as a ratio of theirs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -93,11 +95,16 @@ def synthetic_coeffs(face: Face, frames: int, fps: float = 25.0) -> Coeffs:
 
 
 def bench_render(
-    models: RenderModels, face: Face, frames: int, batch: int, precision: str
+    models: RenderModels,
+    face: Face,
+    frames: int,
+    batch: int,
+    precision: str,
+    compile_mode: str = "auto",
 ) -> float:
     renderer = Renderer(models)
-    coeffs = synthetic_coeffs(face, frames + batch)  # first batch is warm-up
-    cfg = RenderConfig(batch_size=batch, precision=precision)
+    coeffs = synthetic_coeffs(face, frames + batch)  # first batch is warm-up (and compilation)
+    cfg = RenderConfig(batch_size=batch, precision=precision, compile=compile_mode)
     it = renderer.iter_batches(face, coeffs, cfg)
     next(it)
     _sync(renderer.device)
@@ -280,6 +287,13 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--precisions", nargs="+", default=["auto", "fp32"])
     ap.add_argument("--frames", type=int, default=8, help="frames timed per configuration")
+    ap.add_argument(
+        "--compile",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "on", "off"],
+        help="decoder compilation modes to time (auto compiles only clips of 100+ frames)",
+    )
     ap.add_argument("--rss-seconds", type=float, nargs="*", default=[], help="e.g. 5 60")
     ap.add_argument("--e2e-seconds", type=float, default=0.0)
     ap.add_argument("--e2e-batch", type=int, nargs="+", default=[4])
@@ -307,17 +321,17 @@ def main() -> None:
     for size in args.sizes:
         models = RenderModels.load(weights, size, "crop", device)
         face = synthetic_face(size)
-        for precision in args.precisions:
-            for batch in args.batch_sizes:
-                try:
-                    fps = bench_render(models, face, args.frames, batch, precision)
-                except RuntimeError as e:
-                    print(
-                        f"render {size} {precision} batch {batch}: failed ({str(e).splitlines()[0]})"
-                    )
-                    continue
-                best[(size, precision)] = max(best.get((size, precision), 0), fps)
-                print(f"render {size} {precision:<5} batch {batch}: {fps:8.3f} frames/s")
+        for precision, mode, batch in itertools.product(
+            args.precisions, args.compile, args.batch_sizes
+        ):
+            label = precision if mode == "auto" else f"{precision}/compile {mode}"
+            try:
+                fps = bench_render(models, face, args.frames, batch, precision, mode)
+            except RuntimeError as e:
+                print(f"render {size} {label} batch {batch}: failed ({str(e).splitlines()[0]})")
+                continue
+            best[(size, label)] = max(best.get((size, label), 0), fps)
+            print(f"render {size} {label:<5} batch {batch}: {fps:8.3f} frames/s")
         full = synthetic_face(size, "full")
         p_fps, e_fps = bench_paste_encode(full, device, max(args.frames, 16), 8)
         print(
@@ -334,7 +348,6 @@ def main() -> None:
         for b in args.e2e_batch:
             bench_e2e(weights, device, args.e2e_seconds, args.face, b)
     for precision in args.validate:
-
         face = synthetic_face(256)
         r = compare_precision(
             Renderer(RenderModels.load(weights, 256, "crop", device)),
@@ -342,9 +355,10 @@ def main() -> None:
             synthetic_coeffs(face, args.frames),
             precision,
             args.frames,
+            args.compile[0],
         )
         print(
-            f"{precision} vs fp32 ({args.frames} frames): max {r['max_abs']:.4f}, mean {r['mean_abs']:.5f}, "
+            f"{precision} (compile {args.compile[0]}) vs fp32 ({args.frames} frames): max {r['max_abs']:.4f}, mean {r['mean_abs']:.5f}, "
             f"mouth motion {r['mouth_motion']:.4f} vs {r['mouth_motion_fp32']:.4f} "
             f"(ratio {r['mouth_motion_ratio']:.3f})"
         )
@@ -359,9 +373,10 @@ MOUTH_BOX = (0.60, 0.85, 0.30, 0.70)
 
 
 def compare_precision(
-    renderer, face, coeffs, precision: str, frames: int = 8
+    renderer, face, coeffs, precision: str, frames: int = 8, compile_mode: str = "auto"
 ) -> dict[str, float]:
-    """Validate an opt-in precision against fp32 on the first ``frames`` frames of a clip.
+    """Validate an opt-in precision (rendered with ``compile_mode``) against exact fp32 on the
+    first ``frames`` frames of a clip.
 
     Returns:
         ``max_abs`` / ``mean_abs``: deviation of the frames in [0, 1];
@@ -374,7 +389,11 @@ def compare_precision(
     )
     runs = {}
     for p in ("fp32", precision):
-        cfg = RenderConfig(batch_size=min(frames, 4), precision=p)
+        cfg = RenderConfig(
+            batch_size=min(frames, 4),
+            precision=p,
+            compile=compile_mode if p == precision else "off",
+        )
         runs[p] = torch.cat([b.float().cpu() for b in renderer.iter_batches(face, clip, cfg)])
     ref, test = runs["fp32"], runs[precision]
     h, w = ref.shape[-2:]
@@ -394,6 +413,7 @@ def compare_precision(
         "mouth_motion": motion,
         "mouth_motion_ratio": motion / motion_ref if motion_ref > 0 else float("nan"),
     }
+
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

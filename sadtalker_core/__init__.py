@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .config import (
     BLENDS,
+    COMPILE_MODES,
     DETECTORS,
     ENHANCER_NAMES,
     FIELD_HELP,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BLENDS",
+    "COMPILE_MODES",
     "DETECTORS",
     "ENHANCER_NAMES",
     "FIELD_HELP",

@@ -47,12 +47,12 @@ class _OOMAbove:
     def __init__(self, generator, limit: int, error=torch.OutOfMemoryError):
         self.real, self.limit, self.error, self.sizes = generator.animate, limit, error, []
 
-    def __call__(self, feature, kp_source, kp_driving):
+    def __call__(self, feature, kp_source, kp_driving, decoder=None):
         n = kp_driving["value"].shape[0] if isinstance(kp_driving, dict) else len(kp_driving)
         self.sizes.append(n)
         if n > self.limit:
             raise self.error(f"CUDA out of memory. Tried to allocate {n} GiB")
-        return self.real(feature, kp_source, kp_driving)
+        return self.real(feature, kp_source, kp_driving, decoder)
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_every_frame(

@@ -19,8 +19,10 @@ from ..coeffs.files import load_coeff_rows
 from ..config import (
     AUTO,
     BLENDS,
+    COMPILE_MODES,
     DETECTORS,
     ENHANCER_NAMES,
+    FIELD_HELP,
     PRECISIONS,
     PREPROCESS_MODES,
     EnhanceConfig,
@@ -131,6 +133,12 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
         "fp32: exact; bf16/fp16 faster but approximate",
     )
     ren.add_argument(
+        "--compile",
+        default=_PIPELINE.render.compile,
+        choices=COMPILE_MODES,
+        help=FIELD_HELP["compile"],
+    )
+    ren.add_argument(
         "--blend",
         default=_PIPELINE.blend,
         choices=BLENDS,
@@ -189,7 +197,9 @@ def render_config(
     )
     return replace(
         base or PipelineConfig(),
-        render=RenderConfig(batch_size=args.batch_size, precision=args.precision),
+        render=RenderConfig(
+            batch_size=args.batch_size, precision=args.precision, compile=args.compile
+        ),
         blend=args.blend,
         enhance=enhance,
         crf=args.crf,

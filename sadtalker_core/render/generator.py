@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -435,7 +436,11 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             )
 
     def _animate(
-        self, feature_3d: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor
+        self,
+        feature_3d: torch.Tensor,
+        kp_source: torch.Tensor,
+        kp_driving: torch.Tensor,
+        decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> GeneratorOutput:
         self._check_animate_inputs(feature_3d, kp_source, kp_driving)
         motion = self.dense_motion_network(feature_3d, kp_source, kp_driving)
@@ -449,7 +454,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         if occlusion.shape[2:] != out.shape[2:]:
             occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear")
         decoder_input = out * occlusion
-        prediction = self.decoder(decoder_input)  # (B, 256, H, W) -> (B, 3, 4H, 4W)
+        decoder = self.decoder if decoder is None else decoder
+        prediction = decoder(decoder_input)  # (B, 256, H, W) -> (B, 3, 4H, 4W)
         return GeneratorOutput(
             prediction=prediction,
             decoder_input=decoder_input,
@@ -459,7 +465,11 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         )
 
     def animate(
-        self, feature_3d: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor
+        self,
+        feature_3d: torch.Tensor,
+        kp_source: torch.Tensor,
+        kp_driving: torch.Tensor,
+        decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Render B frames from the source volume and keypoints.
 
@@ -468,11 +478,12 @@ class OcclusionAwareSPADEGenerator(nn.Module):
                 is shared by all B frames without being copied.
             kp_source: (1 or B, 15, 3) transformed source keypoints, in [-1, 1].
             kp_driving: (B, 15, 3) transformed driving keypoints.
+            decoder: runs in place of ``self.decoder`` (its compiled form, see ``compiled.py``).
 
         Returns:
             (B, 3, S, S) RGB frames in [0, 1].
         """
-        return self._animate(feature_3d, kp_source, kp_driving).prediction
+        return self._animate(feature_3d, kp_source, kp_driving, decoder).prediction
 
     def animate_with_intermediates(
         self, feature_3d: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor

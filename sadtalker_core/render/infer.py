@@ -17,6 +17,7 @@ from ..errors import ShapeError
 from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
 from ..progress import Progress, ShouldCancel, check_cancel
 from ..types import Coeffs, Face
+from . import compiled
 from .conv import winograd
 from .generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 from .keypoint import KPDetector, KPDetectorConfig
@@ -325,35 +326,50 @@ class Renderer:
         generator = m.generator
         with _precision(cfg.precision, dev):
             feature_3d = generator.encode_source(source)  # (1, 32, 16, S/4, S/4), once per clip
+        use_compiled = compiled.wanted(cfg.compile, dev, cfg.precision, total)
+        compiled_batch = min(cfg.batch_size, total)  # a shorter last batch runs eagerly
 
         batch = cfg.batch_size
         start = 0
-        while start < total:
-            check_cancel(should_cancel, f"Rendering cancelled after {start} of {total} frames.")
-            stop = min(start + batch, total)
-            frames = torch.arange(start, stop, device=dev)
-            try:
-                motion: HeadMotion = m.mapping(coefficient_windows(seq, frames))
-                kp_driving = transform_keypoints(
-                    kp_canonical, motion, *(None if a is None else a[start:stop] for a in angles)
-                )
-                with _precision(cfg.precision, dev):
-                    out = generator.animate(feature_3d, kp_source, kp_driving)
-                out = out.float().clamp_(0.0, 1.0)
-            except RuntimeError as e:
-                if not _is_oom(e) or batch == 1:
-                    raise
-                batch = max(1, batch // 2)
-                log.warning("out of memory at batch size %d; retrying with %d", stop - start, batch)
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            if on_keypoints is not None:
-                on_keypoints(kp_source, kp_driving)
-            yield out
-            start = stop
-            if progress is not None:
-                progress(start, total)
+        try:
+            while start < total:
+                check_cancel(should_cancel, f"Rendering cancelled after {start} of {total} frames.")
+                stop = min(start + batch, total)
+                frames = torch.arange(start, stop, device=dev)
+                try:
+                    motion: HeadMotion = m.mapping(coefficient_windows(seq, frames))
+                    kp_driving = transform_keypoints(
+                        kp_canonical,
+                        motion,
+                        *(None if a is None else a[start:stop] for a in angles),
+                    )
+                    with _precision(cfg.precision, dev):
+                        decoder = None
+                        if use_compiled and stop - start == compiled_batch:
+                            shape = (compiled_batch, *feature_3d.shape[-2:])
+                            decoder = compiled.decoder(generator.decoder, cfg.precision, shape)
+                        out = generator.animate(feature_3d, kp_source, kp_driving, decoder)
+                    out = out.float().clamp_(0.0, 1.0)
+                except RuntimeError as e:
+                    if not _is_oom(e) or batch == 1:
+                        raise
+                    batch = max(1, batch // 2)
+                    log.warning(
+                        "out of memory at batch size %d; retrying with %d", stop - start, batch
+                    )
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                if on_keypoints is not None:
+                    on_keypoints(kp_source, kp_driving)
+                yield out
+                start = stop
+                if progress is not None:
+                    progress(start, total)
+        finally:
+            if use_compiled and dev.type != "cpu":
+                # Its frozen weights must not hold GPU memory a host may reclaim between clips.
+                compiled.release(generator.decoder)
 
 
 def output_size(face: Face) -> tuple[int, int]:

@@ -3,6 +3,7 @@ to an RGB frame (face-vid2vid's ``SPADEDecoder``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +58,11 @@ class SpectralNormConv2d(nn.Module):
 
 
 class SPADE(nn.Module):
-    """Spatially-adaptive norm: InstanceNorm(x) · (1 + γ(seg)) + β(seg)."""
+    """Spatially-adaptive norm: InstanceNorm(x) · (1 + γ(seg)) + β(seg).
+
+    γ and β are two convolutions of the same hidden map; they run as one convolution with both
+    weights stacked (the same sums per output channel, one pass over the input).
+    """
 
     def __init__(self, channels: int, label_nc: int, hidden: int = 128, eps: float = 1e-5):
         super().__init__()
@@ -70,9 +75,23 @@ class SPADE(nn.Module):
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W), seg (B, L, H, W) already at x's resolution -> (B, C, H, W)."""
+        return self.modulate(x, self.mlp_shared(seg))
+
+    def modulate(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` and modulate it with γ and β computed from the hidden map."""
+        gamma, beta = stacked_conv(hidden, (self.mlp_gamma, self.mlp_beta)).split(
+            self.mlp_gamma.out_channels, dim=1
+        )
         normalized = F.instance_norm(x, eps=self.eps)
-        actv = self.mlp_shared(seg)
-        return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+        return torch.addcmul(beta, normalized, 1 + gamma)
+
+
+def stacked_conv(x: torch.Tensor, convs: Sequence[nn.Conv2d]) -> torch.Tensor:
+    """Several 'same' convolutions of one input (equal kernel size, all with bias) as one
+    convolution with their weights stacked: their outputs, concatenated along channels."""
+    weight = torch.cat([c.weight for c in convs])
+    bias = torch.cat([c.bias for c in convs])
+    return conv2d(x, weight, bias, convs[0].padding[0])
 
 
 class SPADEResnetBlock(nn.Module):
@@ -94,9 +113,13 @@ class SPADEResnetBlock(nn.Module):
             self.norm_s = SPADE(fin, label_nc, cfg.hidden, cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), self.slope))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), self.slope))
+        norms = [self.norm_0, self.norm_1] + ([self.norm_s] if self.learned_shortcut else [])
+        # Every SPADE of the block reads the same label map: one convolution for their hidden maps.
+        hidden = stacked_conv(seg, [n.mlp_shared[0] for n in norms]).relu_()
+        hidden = hidden.split(norms[0].mlp_shared[0].out_channels, dim=1)
+        x_s = self.conv_s(self.norm_s.modulate(x, hidden[2])) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0.modulate(x, hidden[0]), self.slope))
+        dx = self.conv_1(F.leaky_relu(self.norm_1.modulate(dx, hidden[1]), self.slope))
         return x_s + dx
 
 
