@@ -358,7 +358,7 @@ def main() -> None:
             args.compile[0],
         )
         print(
-            f"{precision} (compile {args.compile[0]}) vs fp32 ({args.frames} frames): max {r['max_abs']:.4f}, mean {r['mean_abs']:.5f}, "
+            f"{precision} (compile {args.compile[0]}) vs fp32 ({args.frames} frames): max {r['max_abs']:.2e}, mean {r['mean_abs']:.2e}, "
             f"mouth motion {r['mouth_motion']:.4f} vs {r['mouth_motion_fp32']:.4f} "
             f"(ratio {r['mouth_motion_ratio']:.3f})"
         )

@@ -10,10 +10,9 @@ tiled) or, without one, an antialias-free bicubic enlargement.
 
 Differences from the official (GFPGANer): the networks run on batches of faces; the StyleGAN noise
 of GFPGAN is the checkpoint's fixed noise instead of fresh noise per frame (no texture flicker
-from frame to frame, same result for the same input); the parsing mask is warped bilinearly
-(officially bicubic) and computed from the float restored face (officially its uint8 rounding);
-without ``parsing_parsenet.pth`` the mask is a soft-edged square in template space; the plain
-background is bicubic instead of Lanczos.
+from frame to frame, same result for the same input); the parsing mask is computed from the
+float restored face (officially its uint8 rounding); without ``parsing_parsenet.pth`` the mask
+is a soft-edged square in template space; the plain background is bicubic instead of Lanczos.
 
 The architectures come from spandrel (ComfyUI ships it; ``pip install spandrel`` elsewhere),
 loaded from the official ``GFPGANv1.4.pth`` / ``RestoreFormer.pth`` read safely by our own
@@ -364,15 +363,21 @@ class FaceEnhancer:
         grid = _pixel_grid(
             matrix, (y1 - y0, x1 - x0), (FACE_SIZE, FACE_SIZE), self.device, (x0, y0), up
         )
+        # The face is warped bilinearly and the parsing mask bicubically, as officially
+        # (cv2.warpAffine default / flags=3; both Keys a=-0.75, zeros outside); the soft square
+        # goes with the face.
+        bicubic_mask = self.parsenet is not None
+        src = face[None] if bicubic_mask else torch.cat([face, mask.to(face)])[None]
         sampled = F.grid_sample(
-            torch.cat([face, mask.to(face)])[None],
-            grid,
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=False,
+            src, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )[0]
+        if bicubic_mask:
+            alpha = F.grid_sample(
+                mask.to(face)[None], grid, mode="bicubic", padding_mode="zeros", align_corners=False
+            )[0]
+        else:
+            alpha = sampled[3:4]
         region = frame[:, y0:y1, x0:x1]
-        alpha = sampled[3:4]
         region.mul_(1 - alpha).add_(sampled[:3] * alpha)
 
 
