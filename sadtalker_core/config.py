@@ -123,9 +123,9 @@ class RenderConfig:
     # auto: tf32 on CUDA; fp32 on CPU with Winograd convolutions where they pay (conv.py).
     # fp32: exact (direct convolutions, TF32 off). tf32 (CUDA), bf16, fp16: faster, approximate.
     precision: str = "auto"
-    # auto: compile the decoder (torch.compile) on AVX-512 CPUs for clips of 100+ frames, where
-    # it measured 1.35x faster after a 15-25 s compilation; on: always; off: never. Exact fp32
-    # renders are never compiled.
+    # auto: compile the decoder (torch.compile) on AVX-512 CPUs for clips of 250+ frames, where
+    # frames rendered 1.04-1.08x faster after a 15-25 s compilation; on: always; off: never.
+    # Exact fp32 renders are never compiled.
     compile: str = "auto"
 
     def __post_init__(self):
@@ -207,7 +207,7 @@ FIELD_HELP: dict[str, str] = {
     "batch_size": "frames per generator call (more is faster on a GPU and needs more memory)",
     "precision": "auto (tf32 on CUDA, fp32 on CPU), fp32 (exact), tf32, bf16, fp16 (faster, "
     "approximate; tf32 off CUDA and fp16 on a CPU render in fp32)",
-    "compile": "torch.compile the decoder: auto (AVX-512 CPUs, clips of 100+ frames), on, off "
+    "compile": "torch.compile the decoder: auto (AVX-512 CPUs, clips of 250+ frames), on, off "
     "(compiling takes 15-25 s once per process; exact fp32 is never compiled)",
     # enhance
     "enhancer": "face restoration: gfpgan (GFPGAN v1.4) or RestoreFormer",

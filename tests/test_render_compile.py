@@ -29,8 +29,8 @@ def _fresh_failure_state(monkeypatch):
     ("mode", "device", "precision", "frames", "capability", "want"),
     [
         ("auto", "cpu", "auto", 250, "AVX512", True),
-        ("auto", "cpu", "bf16", 100, "AVX512_BF16", True),
-        ("auto", "cpu", "auto", 99, "AVX512", False),  # too short to pay the compilation back
+        ("auto", "cpu", "bf16", compiled.MIN_FRAMES, "AVX512_BF16", True),
+        ("auto", "cpu", "auto", compiled.MIN_FRAMES - 1, "AVX512", False),  # too short to pay
         ("auto", "cpu", "auto", 250, "AVX2", False),  # AVX2 CPUs keep the Winograd path
         ("auto", "cuda", "auto", 250, "AVX512", False),  # unmeasured on GPUs: not automatic
         ("auto", "cpu", "fp32", 250, "AVX512", False),  # exact fp32 is never compiled

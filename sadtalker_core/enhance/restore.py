@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ENHANCER_NAMES, EnhanceConfig
+from ..devices import reused_cpu_memory
 from ..errors import UnsupportedCheckpointError
 from ..face.detect import detect_faces, get_detector
 from ..models import (
@@ -265,9 +266,10 @@ class FaceEnhancer:
             raise ValueError(
                 f"frames must be (B, H, W, 3) uint8; got {frames.shape} {frames.dtype}."
             )
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        x = x.permute(0, 3, 1, 2).float().div_(255)  # (B, H, W, 3) -> (B, 3, H, W)
-        return to_uint8(self._enhance(x, landmarks, frames))
+        with reused_cpu_memory(self.device):
+            x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div_(255)  # (B, H, W, 3) -> (B, 3, H, W)
+            return to_uint8(self._enhance(x, landmarks, frames))
 
     def enhance_tensor(
         self, frames: torch.Tensor, landmarks: FrameLandmarks = None
@@ -283,7 +285,8 @@ class FaceEnhancer:
         """
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"frames must be (B, 3, H, W); got {tuple(frames.shape)}.")
-        return self._enhance(frames.to(self.device, torch.float32), landmarks, None)
+        with reused_cpu_memory(self.device):
+            return self._enhance(frames.to(self.device, torch.float32), landmarks, None)
 
     @torch.inference_mode()
     def _enhance(

@@ -2,11 +2,12 @@
 
 The decoder is three quarters of a frame's arithmetic, all fixed-shape convolutions and norms.
 On a 2-core AVX-512 (+BF16) EPYC, inductor with frozen weights (prepacked oneDNN convolutions,
-fused pointwise ops, no layout reorders between them) ran it 1.35x faster than eager PyTorch in
-fp32 and in bf16, after a one-time compilation of 15-25 s (inductor caches it on disk, so later
-processes compile faster). So ``auto`` compiles it on AVX-512 CPUs for clips long enough to pay
-the compilation back; AVX2 CPUs keep the Winograd path of :mod:`.conv`, which measured better
-there. The compiled result deviates from eager fp32 by about 1e-4 on [0, 1] frames (different
+fused pointwise ops, no layout reorders between them) rendered a 256 frame in 2.58 s instead of
+2.79 s in fp32 (1.08x) and 1.48 s instead of 1.54 s in bf16 (1.04x), with the CPU heap reuse of
+``devices.reused_cpu_memory`` in both; the decoder alone ran 1.35x faster before that reuse.
+Compiling takes 15-25 s once per process (5-14 s when inductor's disk cache holds it), so
+``auto`` compiles only on AVX-512 CPUs and only clips long enough to pay it back; AVX2 CPUs keep
+the Winograd path of :mod:`.conv`, which measured better there. The compiled result deviates from eager fp32 by about 1e-4 on [0, 1] frames (different
 convolution kernels), so exact ``fp32`` renders never use it.
 
 When compilation is impossible (no C++ compiler, an unsupported platform or build) the first
@@ -29,10 +30,10 @@ from .conv import winograd
 
 log = logging.getLogger(__name__)
 
-# Clips shorter than this render eagerly under ``auto``: at about 0.75 s saved per 256 frame on
-# a 2-core CPU, a 20 s compilation pays back after ~30 frames; 100 leaves room for slower
-# compilers and smaller gains.
-MIN_FRAMES = 100
+# Clips shorter than this (10 s at 25 fps) render eagerly under ``auto``: at 0.2 s (fp32) and
+# 0.06 s (bf16) saved per 256 frame on a 2-core CPU, a 15-25 s compilation pays back after
+# about 120 (fp32) and 250 (bf16) frames.
+MIN_FRAMES = 250
 _ATTR = "_sadtalker_compiled"  # the compiled decoder lives on the module it was made from
 
 _lock = threading.Lock()

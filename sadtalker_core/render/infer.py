@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import RenderConfig
+from ..devices import reused_cpu_memory
 from ..errors import ShapeError
 from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
 from ..progress import Progress, ShouldCancel, check_cancel
@@ -329,27 +330,32 @@ class Renderer:
         use_compiled = compiled.wanted(cfg.compile, dev, cfg.precision, total)
         compiled_batch = min(cfg.batch_size, total)  # a shorter last batch runs eagerly
 
+        def render(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+            frames = torch.arange(start, stop, device=dev)
+            motion: HeadMotion = m.mapping(coefficient_windows(seq, frames))
+            kp_driving = transform_keypoints(
+                kp_canonical, motion, *(None if a is None else a[start:stop] for a in angles)
+            )
+            with _precision(cfg.precision, dev):
+                decoder = None
+                if use_compiled and stop - start == compiled_batch:
+                    shape = (compiled_batch, *feature_3d.shape[-2:])
+                    decoder = compiled.decoder(generator.decoder, cfg.precision, shape)
+                out = generator.animate(feature_3d, kp_source, kp_driving, decoder)
+            return out.float().clamp_(0.0, 1.0), kp_driving
+
         batch = cfg.batch_size
         start = 0
-        try:
+        with contextlib.ExitStack() as cleanup:
+            cleanup.enter_context(reused_cpu_memory(dev))
+            if use_compiled and dev.type != "cpu":
+                # Its frozen weights must not hold GPU memory a host may reclaim between clips.
+                cleanup.callback(compiled.release, generator.decoder)
             while start < total:
                 check_cancel(should_cancel, f"Rendering cancelled after {start} of {total} frames.")
                 stop = min(start + batch, total)
-                frames = torch.arange(start, stop, device=dev)
                 try:
-                    motion: HeadMotion = m.mapping(coefficient_windows(seq, frames))
-                    kp_driving = transform_keypoints(
-                        kp_canonical,
-                        motion,
-                        *(None if a is None else a[start:stop] for a in angles),
-                    )
-                    with _precision(cfg.precision, dev):
-                        decoder = None
-                        if use_compiled and stop - start == compiled_batch:
-                            shape = (compiled_batch, *feature_3d.shape[-2:])
-                            decoder = compiled.decoder(generator.decoder, cfg.precision, shape)
-                        out = generator.animate(feature_3d, kp_source, kp_driving, decoder)
-                    out = out.float().clamp_(0.0, 1.0)
+                    out, kp_driving = render(start, stop)
                 except RuntimeError as e:
                     if not _is_oom(e) or batch == 1:
                         raise
@@ -366,10 +372,6 @@ class Renderer:
                 start = stop
                 if progress is not None:
                     progress(start, total)
-        finally:
-            if use_compiled and dev.type != "cpu":
-                # Its frozen weights must not hold GPU memory a host may reclaim between clips.
-                compiled.release(generator.decoder)
 
 
 def output_size(face: Face) -> tuple[int, int]:
