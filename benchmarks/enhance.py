@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from sadtalker_core.devices import reused_cpu_memory  # noqa: E402
 from sadtalker_core.enhance.landmarks import FACE_TEMPLATE  # noqa: E402
 from sadtalker_core.enhance.parsing import PARSENET_FILE  # noqa: E402
 from sadtalker_core.enhance.restore import EnhanceConfig, FaceEnhancer  # noqa: E402
@@ -112,18 +113,20 @@ def main(argv: list[str] | None = None) -> None:
             faces = torch.rand(n, 3, 512, 512, generator=g).to(dev)
             tag = f"{size} px render, upscale {up}"
             if up == args.upscales[0]:  # independent of the upscale
+                with reused_cpu_memory(dev):  # as inside enhance()
+                    line(
+                        f"restore ({size} px frames: 512 px faces)",
+                        timed(dev, args.repeats, enh.restore, faces),
+                    )
+                    line(
+                        "parsing masks (ParseNet + blur)",
+                        timed(dev, args.repeats, enh.paste_masks, faces),
+                    )
+            with reused_cpu_memory(dev):
                 line(
-                    f"restore ({size} px frames: 512 px faces)",
-                    timed(dev, args.repeats, enh.restore, faces),
+                    f"background Real-ESRGAN x2 -> x{up}, {size} px",
+                    timed(dev, args.repeats, enh.background, frames, up),
                 )
-                line(
-                    "parsing masks (ParseNet + blur)",
-                    timed(dev, args.repeats, enh.paste_masks, faces),
-                )
-            line(
-                f"background Real-ESRGAN x2 -> x{up}, {size} px",
-                timed(dev, args.repeats, enh.background, frames, up),
-            )
             for label, pn, bg in (
                 ("square mask, bicubic", None, None),
                 ("parsing mask, bicubic", parsenet, None),
