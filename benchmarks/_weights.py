@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def find_weights(explicit: str | None, needed: tuple[str, ...] = ("generator", "
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import generate_official_weights
 
-    dest = Path.home() / ".cache" / "sadtalker_core" / "test-weights"
+    default = Path.home() / ".cache" / "sadtalker_core" / "test-weights"
+    dest = Path(os.environ.get("SADTALKER_TEST_WEIGHTS", default))  # where the tests keep them
     print(f"official weights not found; using generated stand-ins in {dest}")  # noqa: T201
     return generate_official_weights(dest)
