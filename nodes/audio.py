@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 
 from ..sadtalker_core.config import (
@@ -18,8 +17,6 @@ from .types import COEFFS, FACE, MODELS, SadTalkerModels
 MAX_SEED = 0xFFFFFFFFFFFFFFFF  # ComfyUI's usual seed range (numpy and torch accept 64 bits)
 ANGLE_INPUTS = ("input_yaw", "input_pitch", "input_roll")
 MAX_IDLE_SECONDS = 3600.0
-REFERENCE_FPS = 25.0  # reference videos' motion is used frame by frame, as officially at 25 fps
-log = logging.getLogger(__name__)
 _DEFAULTS = CoeffConfig()
 
 
@@ -192,10 +189,8 @@ def reference_rows(pipe, video, extract: ExtractConfig):
     if video is None:
         return None
     with _host.video_path(video) as path:
-        rows, fps = pipe.extractor.extract_video(path, extract, progress=_host.ProgressCallback())
-    if abs(fps - REFERENCE_FPS) > 0.5:
-        log.warning("reference video at %.2f fps: its motion is used frame by frame", fps)
-    return rows
+        config = PipelineConfig(extract=extract)
+        return pipe.reference_rows(path, config, progress=_host.ProgressCallback())
 
 
 NODE_CLASS_MAPPINGS = {"SadTalkerAudioToCoeffs": SadTalkerAudioToCoeffs}

@@ -28,6 +28,8 @@ from .types import Coeffs, Face
 
 log = logging.getLogger(__name__)
 
+REFERENCE_FPS = 25.0  # reference videos drive the coefficients frame by frame, at 25 fps
+
 
 class SadTalkerPipeline:
     """Loads every network once and renders many clips with them.
@@ -92,12 +94,26 @@ class SadTalkerPipeline:
         return self.extractor.extract(image, config.extract)
 
     def reference_rows(
-        self, video: str | os.PathLike, config: PipelineConfig | None = None
+        self,
+        video: str | os.PathLike,
+        config: PipelineConfig | None = None,
+        progress: Progress | None = None,
     ) -> np.ndarray:
-        """Per-frame coefficient rows of a reference video (its largest face), for
-        ``ref_pose`` / ``ref_eyeblink`` of :meth:`coefficients` and :meth:`run`."""
+        """Per-frame coefficient rows of a reference video (its largest face, whatever
+        ``face_index`` picks in the photo), for ``ref_pose`` / ``ref_eyeblink`` of
+        :meth:`coefficients` and :meth:`run`. Its motion is used frame by frame, as officially:
+        a video far from 25 fps gets a warning."""
         extract = (config or PipelineConfig()).extract
-        rows, _fps = self.extractor.extract_video(video, replace(extract, face_index=0))
+        rows, fps = self.extractor.extract_video(
+            video, replace(extract, face_index=0), progress=progress
+        )
+        if abs(fps - REFERENCE_FPS) > 0.5:
+            log.warning(
+                "reference video %s runs at %.2f fps; its motion is used frame by frame at %g fps",
+                Path(video).name,
+                fps,
+                REFERENCE_FPS,
+            )
         return rows
 
     def coefficients(self, face: Face, audio, config: PipelineConfig, **refs) -> Coeffs:

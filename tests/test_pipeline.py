@@ -179,7 +179,8 @@ def test_crop_256_end_to_end(pipe, people, face_crop, speech, tmp_path):
     info = check_mp4(out, seconds, 25, crop_output_size(face_crop, 256))
     assert files_in(tmp_path) == ["crop.mp4"]  # the temp file was renamed, nothing left
     assert stages[:2] == [("extract", 1, 1), ("coefficients", 1, 1)]
-    assert [s for s in stages if s[0] == "render"] == [("render", 2, 3), ("render", 3, 3)]
+    render = [s for s in stages if s[0] == "render"]
+    assert render == [("render", 0, 3), ("render", 2, 3), ("render", 3, 3)]
     assert np.abs(info["audio"]).max() > 0.05  # the speech is in the file, not silence
     assert max(float(f.std()) for f in info["frames"]) > 1.0  # real pictures, not a flat fill
 
@@ -547,3 +548,27 @@ def test_cli_malformed_batch_csv(capsys, tmp_path):
     rc, out, err = _run_main(capsys, "--batch", str(table), "--result_dir", str(tmp_path / "r"))
     assert rc == 1 and out == ""
     assert err.startswith("error: Line 2 of") and "image,audio" in err, err
+
+
+def test_reference_video_rows_use_its_largest_face_and_warn_off_25_fps(
+    pipe, people, tmp_path, caplog
+):
+    """``reference_rows`` (CLI, ComfyUI node and A1111 tab): the photo's face_index does not
+    apply to the reference video, and a 30 fps video is named in a warning (its motion is used
+    frame by frame, as officially)."""
+    img = cv2.resize(np.asarray(Image.open(people).convert("RGB")), (256, 256))
+    path = tmp_path / "ref30.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=30)
+        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
+        for _ in range(3):
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    cfg = PipelineConfig(extract=ExtractConfig(detector="dlib", face_index=2))  # 3rd face
+    with caplog.at_level("WARNING", logger="sadtalker_core.pipeline"):
+        rows = pipe.reference_rows(path, cfg)
+    assert rows.shape == (3, 70) and np.isfinite(rows).all()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sadtalker_core.pipeline"]
+    assert len(warnings) == 1 and "ref30.mp4 runs at 30.00 fps" in warnings[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import logging
 import queue
 import sys
 import threading
@@ -37,8 +36,6 @@ from .common import TerminalBar, checkpoint_dirs, say
 
 _PIPELINE = PipelineConfig()
 
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {
@@ -269,12 +266,7 @@ def _reference(path: Path | None, pipe, extract: ExtractConfig):
         return None
     if path.suffix.lower() in (".npz", ".mat"):
         return load_coeff_rows(path)
-    rows, fps = pipe.extractor.extract_video(path, replace(extract, face_index=0))
-    if abs(fps - 25) > 0.5:
-        log.warning(
-            "reference video %s runs at %.2f fps; its motion is used frame by frame", path.name, fps
-        )
-    return rows
+    return pipe.reference_rows(path, PipelineConfig(extract=extract))
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
