@@ -254,8 +254,7 @@ class Renderer:
             face: extract-stage result (its ``size`` must equal the models').
             coeffs: coefficient-stage result, (T, 70) rows.
             config: batch size and numerics.
-            progress: ``(0, frames_total)`` first, then ``(frames_done, frames_total)`` after
-                each batch; it may raise to cancel.
+            progress: ``(frames_done, frames_total)`` after each batch; it may raise to cancel.
             should_cancel: checked before each batch; True raises ``CancelledError``.
             on_keypoints: called with ``(kp_source (1, K, 3), kp_driving (B, K, 3))`` just before
                 each batch is yielded: where the head is in that batch (the enhancer places its
@@ -347,8 +346,6 @@ class Renderer:
 
         batch = cfg.batch_size
         start = 0
-        if progress is not None:
-            progress(0, total)  # at once: the first batch may take long (a CPU, a compilation)
         with contextlib.ExitStack() as cleanup:
             cleanup.enter_context(reused_cpu_memory(dev))
             if use_compiled and dev.type != "cpu":
