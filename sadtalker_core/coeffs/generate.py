@@ -292,8 +292,13 @@ def _head_pose(
     progress: Progress | None,
 ) -> np.ndarray:
     """(T, 6) head pose: PoseVAE on seeded latents, smoothed, plus a reference video's relative
-    motion, scaled around the source pose by ``head_motion_scale``."""
+    motion, scaled around the source pose by ``head_motion_scale``; the source pose in every
+    frame in still mode (the PoseVAE is not run)."""
     frames = windows.shape[0]
+    if cfg.still:
+        if pose_rows is not None:
+            log.warning("still mode keeps the source pose: ref_pose is ignored.")
+        return np.broadcast_to(src_pose, (frames, 6))
     if latents is None:
         pose_cfg = models.pose_net.config
         gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
@@ -318,6 +323,20 @@ def _head_pose(
 
 # --------------------------------------------------------------------------------------------
 # The stage
+
+
+def _network_progress(
+    progress: Progress | None, t_model: int, run_pose: bool
+) -> tuple[Progress | None, Progress | None]:
+    """One ``(done, total)`` scale over both networks: ExpNet's ``t_model`` frames, then the
+    PoseVAE's ``t_model - 1`` motion steps (none in still mode)."""
+    if progress is None:
+        return None, None
+    total = t_model + (t_model - 1 if run_pose else 0)
+    return (
+        lambda done, _total: progress(done, total),
+        lambda done, _steps: progress(t_model + done, total),
+    )
 
 
 def generate_coeffs(
@@ -393,23 +412,14 @@ def generate_coeffs(
 
     # ---- networks
     run_pose = not cfg.still
-    total = t_model + (t_model - 1 if run_pose else 0)
-    exp_progress = pose_progress = None
-    if progress is not None:
-        exp_progress = lambda done, _t: progress(done, total)  # noqa: E731
-        pose_progress = lambda done, _n: progress(t_model + done, total)  # noqa: E731
+    exp_progress, pose_progress = _network_progress(progress, t_model, run_pose)
     windows_t = torch.from_numpy(timeline.windows).to(models.device)  # one transfer, both nets
     exp = predict_expression(
         models.exp_net, windows_t, ref_exp, ratio, cfg.chunk_frames, exp_progress
     )
     exp = exp.float().cpu().numpy()  # (t_model, 64)
 
-    if run_pose:
-        pose = _head_pose(models, windows_t, src_pose, pose_rows, cfg, latents, pose_progress)
-    else:
-        if pose_rows is not None:
-            log.warning("still mode keeps the source pose: ref_pose is ignored.")
-        pose = np.broadcast_to(src_pose, (t_model, 6))
+    pose = _head_pose(models, windows_t, src_pose, pose_rows, cfg, latents, pose_progress)
     if cfg.expression_scale != 1.0:
         exp = src_exp + np.float32(cfg.expression_scale) * (exp - src_exp)
 
