@@ -1,7 +1,8 @@
-"""ComfyUI entry point of the SadTalker node pack.
+"""ComfyUI entry point of the SadTalker node pack (V3 schema: ``comfy_entrypoint``).
 
 Outside ComfyUI (pytest, the CLI, linters) this file exports empty mappings and imports nothing
-heavy; inside ComfyUI it imports the nodes unguarded so real errors show as "IMPORT FAILED".
+heavy; inside ComfyUI it imports the nodes unguarded so real errors show as "IMPORT FAILED". Only
+one node API is exported there: ComfyUI prefers ``NODE_CLASS_MAPPINGS`` when both exist.
 """
 
 WEB_DIRECTORY = "./web"
@@ -11,7 +12,8 @@ try:
 except ImportError:
     NODE_CLASS_MAPPINGS: dict = {}
     NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 else:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from .nodes import comfy_entrypoint
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+    __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

@@ -1,11 +1,32 @@
-"""ComfyUI nodes of the pack: merges the node modules' mappings (relative imports only)."""
+"""ComfyUI nodes of the pack in the V3 schema (``comfy_api.latest``): the extension that lists
+them, and ``comfy_entrypoint`` that ComfyUI calls (relative imports only)."""
 
-from . import audio, enhance, face, loaders, render
+from __future__ import annotations
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
-for _module in (loaders, face, audio, render, enhance):
-    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
-    NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+from ._host import ComfyExtension, io
+from .audio import SadTalkerAudioToCoeffs
+from .enhance import SadTalkerEnhance
+from .face import SadTalkerFaceCrop
+from .loaders import SadTalkerLoadModels
+from .render import SadTalkerRender, SadTalkerRenderToVideo
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+NODES: list[type[io.ComfyNode]] = [
+    SadTalkerLoadModels,
+    SadTalkerFaceCrop,
+    SadTalkerAudioToCoeffs,
+    SadTalkerRender,
+    SadTalkerRenderToVideo,
+    SadTalkerEnhance,
+]
+
+
+class SadTalkerExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> SadTalkerExtension:
+    return SadTalkerExtension()
+
+
+__all__ = ["NODES", "SadTalkerExtension", "comfy_entrypoint"]

@@ -17,8 +17,10 @@ import comfy.utils
 import folder_paths
 import numpy as np
 import torch
+from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401  (the nodes' V3 schema)
 from PIL import Image
 
+from ..sadtalker_core.enhance.upscale import BackgroundUpscaler
 from ..sadtalker_core.models import FILES, MODELS, CachedModel, find_file
 from ..sadtalker_core.models.download import download_weights
 
@@ -67,7 +69,7 @@ class _Patcher(comfy.model_patcher.ModelPatcher):
     def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
         return super().partially_load(device_to, 1e32, force_patch_weights=force_patch_weights)
 
-    def partially_unload(self, device_to, memory_to_free=0):
+    def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False):
         return 0  # ComfyUI then unloads the whole holder (detach -> .to(offload device))
 
 
@@ -146,10 +148,30 @@ class ComfyMemory:
 MEMORY = ComfyMemory()
 
 
-def release_upscale_model(model) -> None:
-    """Move a ComfyUI upscale model (spandrel) back to the CPU after use, as core
-    ImageUpscaleWithModel does."""
-    if model is not None and hasattr(model, "to"):
+@contextlib.contextmanager
+def upscale_model_on(model, device: torch.device, memory_required: int = 0) -> Iterator[object]:
+    """A ComfyUI UPSCALE_MODEL (spandrel descriptor) ready on ComfyUI's device, as the core
+    background upscaler, for the duration of the block.
+
+    Today's ComfyUI gives the model a ``.patcher``: it is loaded through ComfyUI's memory manager
+    (``load_models_gpu``, as core Upscale Image does), so ComfyUI knows where it is and core nodes
+    using the same model afterwards find it consistent. The oldest hosts have no patcher: the
+    model is moved to the device and back to the CPU afterwards, as their Upscale Image did.
+    """
+    if model is None:
+        yield None
+        return
+    patcher = getattr(model, "patcher", None)
+    if patcher is not None:
+        comfy.model_management.load_models_gpu(
+            [patcher], memory_required=int(memory_required), force_full_load=True
+        )
+        yield BackgroundUpscaler(model)  # used where ComfyUI put it
+        return
+    make_room(int(memory_required), device)
+    try:
+        yield BackgroundUpscaler(model, device)
+    finally:
         model.to("cpu")
 
 
@@ -163,35 +185,38 @@ PREVIEW_EVERY = 4  # batches between two live preview frames
 
 
 class ProgressCallback:
-    """Core ``progress(done, total)`` callback driving a ComfyUI progress bar.
+    """Core ``progress(done, total)`` callback driving a ComfyUI progress bar, and the core's
+    per-batch hook (``on_batch``) showing live preview frames in the node.
 
     The bar is created on the first call, when the total is known. Each update goes through
     ComfyUI's progress hook, which raises ``InterruptProcessingException`` when the user cancels.
-    :meth:`preview` sends a frame to the node's live preview through the same hook.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, every: int = PREVIEW_EVERY) -> None:
         self._bar: comfy.utils.ProgressBar | None = None
-        self.done = 0
-        self.total = 0
+        self.every = every
         self._batches = 0
+        self.previews: list[int] = []  # frames_done of each preview sent (for tests and logs)
 
     def __call__(self, done: int, total: int) -> None:
         if self._bar is None:
             self._bar = comfy.utils.ProgressBar(total)
-        self.done, self.total = done, total
         self._bar.update_absolute(done, total)
 
-    def preview(self, frames: np.ndarray, every: int = PREVIEW_EVERY) -> None:
-        """After a rendered (B, H, W, 3) uint8 batch: every ``every`` batches (and on the last)
-        show its last frame in the node (JPEG, at most ``PREVIEW_SIZE`` px)."""
+    def on_batch(self, frames: np.ndarray, done: int, total: int) -> None:
+        """After each finished (B, H, W, 3) uint8 batch: its last frame in the node (JPEG, at
+        most ``PREVIEW_SIZE`` px) for the first batch at once, then every ``every`` batches, and
+        for the last batch at the end."""
         self._batches += 1
-        if self._bar is None or len(frames) == 0:
+        if len(frames) == 0:
             return
-        if (self._batches - 1) % every and self.done < self.total:
+        if (self._batches - 1) % self.every and done < total:
             return
+        if self._bar is None:
+            self._bar = comfy.utils.ProgressBar(total)
         picture = Image.fromarray(np.ascontiguousarray(frames[-1]))
-        self._bar.update_absolute(self.done, self.total, ("JPEG", picture, PREVIEW_SIZE))
+        self._bar.update_absolute(done, total, ("JPEG", picture, PREVIEW_SIZE))
+        self.previews.append(done)
 
 
 def check_interrupted() -> bool:
@@ -288,9 +313,9 @@ def output_video_path(filename_prefix: str) -> tuple[Path, str, str]:
 
 def video_from_file(path: os.PathLike):
     """The core VIDEO type, backed by the file (nothing held in memory)."""
-    from comfy_api.input_impl import VideoFromFile
+    from comfy_api.latest import InputImpl
 
-    return VideoFromFile(str(path))
+    return InputImpl.VideoFromFile(str(path))
 
 
 def video_ui(file: str, subfolder: str) -> dict:
@@ -301,12 +326,24 @@ def video_ui(file: str, subfolder: str) -> dict:
     }
 
 
+def _trimmed(video) -> bool:
+    """Whether a core VIDEO carries a trim window (Trim Video / Video Slice keep the file and
+    add one; hosts before the trim window have no such method)."""
+    window = getattr(video, "get_active_trim_window", None)
+    return window is not None and any(window())
+
+
 @contextlib.contextmanager
 def video_path(video) -> Iterator[str]:
-    """A file path of a core VIDEO (Load Video, Create Video ...): its own file when it is
-    file-backed, else a temporary MP4 written with ``save_to`` (deleted afterwards)."""
+    """A file path holding exactly the frames of a core VIDEO: its own file when it is an
+    untrimmed file; else (a trim window, frames in memory, a byte stream) a temporary MP4 written
+    by the VIDEO itself with ``save_to`` (which applies the trim), deleted afterwards."""
     source = video.get_stream_source()
-    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+    if (
+        isinstance(source, (str, os.PathLike))
+        and os.path.isfile(source)
+        and not _trimmed(video)
+    ):
         yield str(source)
         return
     fd, tmp = tempfile.mkstemp(

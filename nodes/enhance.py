@@ -1,115 +1,98 @@
-"""Enhance node: video frames (IMAGE) -> the same frames with every face restored, enlarged."""
+"""Enhance node: video frames (IMAGE) -> the same frames with every face restored, enlarged.
+The frame loop is the enhancer's own (``FaceEnhancer.iter_enhance``): faces are detected in
+each frame, since these frames may come from anywhere."""
 
 from __future__ import annotations
 
-from ..sadtalker_core.config import ENHANCER_NAMES, EnhanceConfig
-from ..sadtalker_core.enhance.restore import FaceEnhancer, estimate_memory
+from ..sadtalker_core.config import EnhanceConfig
+from ..sadtalker_core.enhance.restore import estimate_memory
 from . import _host
-from .types import MODELS, SadTalkerModels
+from ._host import io
+from ._inputs import option_input
+from .types import SadTalkerModels, models_input
 
-FRAMES_PER_STEP = 4  # frames sent to the enhancer at once (progress and Cancel granularity)
+FRAMES_PER_STEP = 4  # frames converted and enhanced at once (progress and Cancel granularity)
 
 
-class SadTalkerEnhance:
-    CATEGORY = "SadTalker"
-    DESCRIPTION = (
-        "Restores every face of every frame with GFPGAN v1.4 or RestoreFormer (the official "
-        "--enhancer), as a batch: faces are found, aligned to 512 px, restored and blended back "
-        "into frames enlarged 'upscale' times. Put it between SadTalker Render and Create Video. "
-        "Needs GFPGANv1.4.pth or RestoreFormer.pth in models/sadtalker (or its gfpgan/weights)."
-    )
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("frames",)
-    OUTPUT_TOOLTIPS = ("The frames with restored faces, upscale times larger.",)
-    FUNCTION = "enhance"
+class SadTalkerEnhance(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SadTalkerEnhance",
+            display_name="SadTalker Enhance Faces",
+            category="SadTalker",
+            description=(
+                "Restores every face of every frame with GFPGAN v1.4 or RestoreFormer (the "
+                "official --enhancer), as a batch: faces are found, aligned to 512 px, restored "
+                "and blended back into frames enlarged 'upscale' times. Put it between SadTalker "
+                "Render and Create Video, or use it on any video frames. Needs GFPGANv1.4.pth or "
+                "RestoreFormer.pth in models/sadtalker (or its gfpgan/weights)."
+            ),
+            inputs=[
+                models_input(),
+                io.Image.Input("frames", tooltip="Video frames, e.g. from SadTalker Render."),
+                option_input(
+                    "enhance",
+                    "enhancer",
+                    stage_default=True,
+                    tooltip="gfpgan: GFPGANv1.4.pth (sharper, the usual choice); RestoreFormer: "
+                    "RestoreFormer.pth (more faithful identity, slower).",
+                ),
+                option_input(
+                    "enhance",
+                    "upscale",
+                    "upscale",
+                    tooltip="Output size factor (the official enhancer: 2). A 256 px face needs 2 "
+                    "to show the restored 512 px detail. Memory of the output IMAGE grows with "
+                    "its square.",
+                ),
+                option_input(
+                    "enhance",
+                    "batch_size",
+                    "batch_size",
+                    tooltip="Faces restored per network call: more is faster on a GPU with "
+                    "memory to spare.",
+                ),
+                io.UpscaleModel.Input(
+                    "upscale_model",
+                    optional=True,
+                    tooltip="Upscale model (Load Upscale Model: Real-ESRGAN or any spandrel "
+                    "upscaler) for the background outside the faces; unconnected = bicubic.",
+                ),
+            ],
+            outputs=[
+                io.Image.Output(
+                    display_name="frames",
+                    tooltip="The frames with restored faces, upscale times larger.",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        defaults = EnhanceConfig()
-        return {
-            "required": {
-                "models": (
-                    MODELS,
-                    {"tooltip": "From SadTalker Load Models (folders, device, face detector)."},
-                ),
-                "frames": ("IMAGE", {"tooltip": "Video frames, e.g. from SadTalker Render."}),
-                "enhancer": (
-                    list(ENHANCER_NAMES),
-                    {
-                        "default": defaults.enhancer,
-                        "tooltip": "gfpgan: GFPGANv1.4.pth (sharper, the usual choice); "
-                        "RestoreFormer: RestoreFormer.pth (more faithful identity, slower).",
-                    },
-                ),
-                "upscale": (
-                    "INT",
-                    {
-                        "default": defaults.upscale,
-                        "min": 1,
-                        "max": 4,
-                        "tooltip": "Output size factor (the official enhancer: 2). A 256 px "
-                        "face needs 2 to show the restored 512 px detail. Memory of the output "
-                        "IMAGE grows with its square.",
-                    },
-                ),
-                "batch_size": (
-                    "INT",
-                    {
-                        "default": defaults.batch_size,
-                        "min": 1,
-                        "max": 64,
-                        "tooltip": "Faces restored per network call: more is faster on a GPU "
-                        "with memory to spare.",
-                    },
-                ),
-            },
-            "optional": {
-                "upscale_model": (
-                    "UPSCALE_MODEL",
-                    {
-                        "tooltip": "Upscale model (Load Upscale Model: Real-ESRGAN or any "
-                        "spandrel upscaler) for the background outside the faces; unconnected "
-                        "= bicubic.",
-                    },
-                ),
-            },
-        }
-
-    def enhance(
-        self,
+    def execute(
+        cls,
         models: SadTalkerModels,
         frames,
         enhancer: str,
         upscale: int,
         batch_size: int,
         upscale_model=None,
-    ):
+    ) -> io.NodeOutput:
         pipe = models.pipeline
         config = EnhanceConfig(enhancer, upscale, models.detector, batch_size)
         total = frames.shape[0]
         progress = _host.ProgressCallback()
-
+        chunks = (
+            _host.image_to_uint8(frames[start : start + FRAMES_PER_STEP])
+            for start in range(0, total, FRAMES_PER_STEP)
+        )
         with _host.MEMORY.stage(pipe.device, estimate_memory(batch_size)):
-            if upscale_model is None:
-                face_enhancer = pipe.enhancer(config)
-            else:
-                face_enhancer = FaceEnhancer(pipe.dirs, pipe.device, config, upscale_model)
-
-            def batches():
-                for start in range(0, total, FRAMES_PER_STEP):
-                    _host.check_interrupted()
-                    chunk = _host.image_to_uint8(frames[start : start + FRAMES_PER_STEP])
-                    out = face_enhancer.enhance(chunk)
-                    progress(min(start + FRAMES_PER_STEP, total), total)
-                    progress.preview(out)
-                    yield out
-
             try:
-                return (_host.frames_to_image(batches(), total, pad_to_even=True),)
+                with _host.upscale_model_on(upscale_model, pipe.device) as upscaler:
+                    enhanced = pipe.enhancer(config, upscaler).iter_enhance(
+                        chunks, total, progress, _host.check_interrupted, progress.on_batch
+                    )
+                    out = _host.frames_to_image(enhanced, total, pad_to_even=True)
             finally:
-                _host.release_upscale_model(upscale_model)
                 _host.release_cache()
-
-
-NODE_CLASS_MAPPINGS = {"SadTalkerEnhance": SadTalkerEnhance}
-NODE_DISPLAY_NAME_MAPPINGS = {"SadTalkerEnhance": "SadTalker Enhance Faces"}
+        return io.NodeOutput(out)

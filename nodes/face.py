@@ -2,59 +2,56 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.config import PREPROCESS_MODES, ExtractConfig, PipelineConfig
+from ..sadtalker_core.config import ExtractConfig, PipelineConfig
 from . import _host
-from .types import FACE, MODELS, SadTalkerModels
+from ._host import io
+from ._inputs import option_input
+from .types import FaceType, SadTalkerModels, models_input
 
-MAX_FACE_INDEX = 64  # widget limit; the core says how many faces the picture really has
 
-
-class SadTalkerFaceCrop:
-    CATEGORY = "SadTalker"
-    DESCRIPTION = (
-        "Detects the face in the source picture, crops it as SadTalker expects and reconstructs "
-        "its 3DMM coefficients. Runs once per picture: changing only motion or render options "
-        "reuses this result."
-    )
-    RETURN_TYPES = (FACE, "IMAGE")
-    RETURN_NAMES = ("face", "crop")
-    OUTPUT_TOOLTIPS = (
-        "The source face: crop, its place in the picture and its 3DMM coefficients.",
-        "The face crop the renderer animates (size x size), for preview.",
-    )
-    FUNCTION = "crop"
+class SadTalkerFaceCrop(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SadTalkerFaceCrop",
+            display_name="SadTalker Face Crop",
+            category="SadTalker",
+            description=(
+                "Detects the face in the source picture, crops it as SadTalker expects and "
+                "reconstructs its 3DMM coefficients. Runs once per picture: changing only motion "
+                "or render options reuses this result."
+            ),
+            inputs=[
+                models_input(),
+                io.Image.Input(
+                    "image", tooltip="Source portrait (the first image of a batch is used)."
+                ),
+                option_input(
+                    "extract",
+                    "preprocess",
+                    tooltip="crop: the face only; extcrop: a looser crop; resize: the whole "
+                    "picture (for head-and-shoulder portraits); full / extfull: animate the crop "
+                    "and paste it back into the full picture.",
+                ),
+                option_input("extract", "face_index"),
+            ],
+            outputs=[
+                FaceType.Output(
+                    display_name="face",
+                    tooltip="The source face: crop, its place in the picture and its 3DMM "
+                    "coefficients.",
+                ),
+                io.Image.Output(
+                    display_name="crop",
+                    tooltip="The face crop the renderer animates (size x size), for preview.",
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "models": (MODELS, {"tooltip": "From SadTalker Load Models."}),
-                "image": (
-                    "IMAGE",
-                    {"tooltip": "Source portrait (the first image of a batch is used)."},
-                ),
-                "preprocess": (
-                    list(PREPROCESS_MODES),
-                    {
-                        "default": "crop",
-                        "tooltip": "crop: the face only; extcrop: a looser crop; resize: the whole "
-                        "picture (for head-and-shoulder portraits); full / extfull: animate the "
-                        "crop and paste it back into the full picture.",
-                    },
-                ),
-                "face_index": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": MAX_FACE_INDEX,
-                        "tooltip": "Which face when the picture has several: 0 = the largest.",
-                    },
-                ),
-            }
-        }
-
-    def crop(self, models: SadTalkerModels, image, preprocess: str, face_index: int):
+    def execute(
+        cls, models: SadTalkerModels, image, preprocess: str, face_index: int
+    ) -> io.NodeOutput:
         config = ExtractConfig(
             preprocess=preprocess,
             size=models.size,
@@ -64,8 +61,4 @@ class SadTalkerFaceCrop:
         pipe = models.pipeline
         with _host.MEMORY.stage(pipe.device):
             face = pipe.extract(_host.first_image(image), PipelineConfig(extract=config))
-        return (face, _host.uint8_to_image(face.crop[None]))
-
-
-NODE_CLASS_MAPPINGS = {"SadTalkerFaceCrop": SadTalkerFaceCrop}
-NODE_DISPLAY_NAME_MAPPINGS = {"SadTalkerFaceCrop": "SadTalker Face Crop"}
+        return io.NodeOutput(face, _host.uint8_to_image(face.crop[None]))
