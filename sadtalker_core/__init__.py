@@ -34,6 +34,7 @@ from .errors import (
     ShapeError,
     UnsupportedCheckpointError,
 )
+from .io.inputs import check_inputs
 from .models import check_weights, default_checkpoint_dirs
 from .models.download import download_weights, files_for
 from .pipeline import SadTalkerPipeline
@@ -70,6 +71,7 @@ __all__ = [
     "ShapeError",
     "UnsupportedCheckpointError",
     "__version__",
+    "check_inputs",
     "check_weights",
     "default_checkpoint_dirs",
 ]

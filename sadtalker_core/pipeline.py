@@ -19,10 +19,18 @@ from .enhance.landmarks import track_landmarks
 from .enhance.restore import FaceEnhancer
 from .face.extract import FaceExtractor
 from .io.image import ImageInput
+from .io.inputs import check_inputs
 from .io.video import VideoWriter
 from .models import MODELS, default_checkpoint_dirs
 from .paste import PasteBack
-from .progress import Progress, ShouldCancel, StageProgress, stage_progress
+from .progress import (
+    Progress,
+    ProgressBar,
+    RunProgress,
+    ShouldCancel,
+    run_progress,
+    stage_progress,
+)
 from .render.infer import Renderer, RenderModels, output_size, resize_frames, to_uint8
 from .types import Coeffs, Face
 
@@ -166,18 +174,24 @@ class SadTalkerPipeline:
         coeffs: Coeffs,
         out_path: str | os.PathLike,
         config: PipelineConfig | None = None,
-        progress: StageProgress | None = None,
+        progress: RunProgress = None,
         should_cancel: ShouldCancel | None = None,
     ) -> Path:
         """Render, paste back (full modes) and encode as frames are produced; returns the MP4 path.
 
         The file is written under a temporary name and renamed when complete: an error or a
         cancel leaves no output file.
+
+        ``progress``: a ``(stage, done, total)`` callback, ``True`` for a tqdm bar on stderr,
+        ``False`` for none; by default a bar in an interactive session (terminal, IPython,
+        Jupyter). Stages are also logged at INFO level (``logging`` logger ``sadtalker_core``).
         """
         cfg = config or PipelineConfig()
+        report = run_progress(progress)
+        log.info("render: %d frames at %g fps -> %s", coeffs.num_frames, coeffs.fps, out_path)
 
         frames = self.iter_frames(
-            face, coeffs, cfg, stage_progress(progress, "render"), should_cancel
+            face, coeffs, cfg, stage_progress(report, "render"), should_cancel
         )
         with VideoWriter(
             out_path,
@@ -198,22 +212,47 @@ class SadTalkerPipeline:
         config: PipelineConfig | None = None,
         ref_eyeblink: np.ndarray | None = None,
         ref_pose: np.ndarray | None = None,
-        progress: StageProgress | None = None,
+        progress: RunProgress = None,
         should_cancel: ShouldCancel | None = None,
     ) -> Path:
         """One clip end to end. ``driven_audio`` is anything ``load_audio`` accepts, or None with
         ``config.coeffs.idle_seconds`` set; ``ref_eyeblink``/``ref_pose`` are per-frame coefficient
-        rows of reference videos (``FaceExtractor.extract_video``)."""
+        rows of reference videos (``FaceExtractor.extract_video``).
+
+        Input files are checked first (``check_inputs``): a wrong path or a file of the wrong
+        kind is reported before any network loads. ``progress`` as in :meth:`render_to_file`:
+        a callback gets ``("extract", 1, 1)``, ``("coefficients", 1, 1)``, then
+        ``("render", frames_done, frames_total)`` after each batch."""
         cfg = config or PipelineConfig()
+        check_inputs(source_image, driven_audio, ref_eyeblink, ref_pose)
+        report = run_progress(progress)
+        log.info("extract: the face of %s", _describe(source_image))
         face = self.extract(source_image, cfg)
-        if progress is not None:
-            progress("extract", 1, 1)
+        if report is not None:
+            report("extract", 1, 1)
+        log.info("coefficients: %s", _describe(driven_audio, "idle motion"))
+        # our own bar follows the networks step by step; a caller's callback gets one call
+        steps = {"progress": stage_progress(report, "coefficients")}
         coeffs = self.coefficients(
-            face, driven_audio, cfg, ref_eyeblink=ref_eyeblink, ref_pose=ref_pose
+            face,
+            driven_audio,
+            cfg,
+            ref_eyeblink=ref_eyeblink,
+            ref_pose=ref_pose,
+            **(steps if isinstance(report, ProgressBar) else {}),
         )
-        if progress is not None:
-            progress("coefficients", 1, 1)
-        return self.render_to_file(face, coeffs, out_path, cfg, progress, should_cancel)
+        if report is not None and not isinstance(report, ProgressBar):
+            report("coefficients", 1, 1)
+        return self.render_to_file(face, coeffs, out_path, cfg, report or False, should_cancel)
+
+
+def _describe(source: object, none: str = "") -> str:
+    """A short name of an input for log lines."""
+    if source is None:
+        return none
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return type(source).__name__
 
 
 def _empty_device_cache(device: torch.device) -> None:

@@ -20,6 +20,7 @@ from sadtalker_core import (
     InvalidImageError,
     SadTalkerError,
     SadTalkerPipeline,
+    check_inputs,
 )
 
 from . import host
@@ -154,6 +155,8 @@ class Studio:
             raise InvalidAudioError("Give the driven audio (speech), or set Idle seconds above 0.")
         if config.coeffs.idle_seconds is not None:
             driven_audio = None
+        # every input file before any network loads (reference videos included)
+        check_inputs(source_image, driven_audio, ref_eyeblink, ref_pose)
         cancel = should_cancel or (lambda: False)
 
         def report(stage: str, done: int, total: int) -> None:

@@ -6,6 +6,7 @@ import fcntl
 import importlib.util
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,25 @@ def pytest_configure(config: pytest.Config) -> None:
             "elsewhere. README.md, section Development, says what it holds.",
             returncode=4,
         )
+    isolate_from_user_weights()
+
+
+# Where the checkpoint search falls back during the tests: an empty folder of the session.
+NO_USER_WEIGHTS = Path(tempfile.mkdtemp(prefix="sadtalker-tests-no-weights-"))
+
+
+def isolate_from_user_weights() -> None:
+    """The tests see no checkpoint the user put anywhere: not SADTALKER_CHECKPOINTS, not the
+    checkout's ``checkpoints/`` (the quickstart fills it), not a host's model folder (a checkout
+    inside ComfyUI/custom_nodes or A1111/extensions). The search falls back to an empty folder
+    instead (SADTALKER_DEFAULT_CHECKPOINTS, inherited by every subprocess); a test that needs
+    weights passes its folder, or sets the variables itself (monkeypatch)."""
+    os.environ.pop("SADTALKER_CHECKPOINTS", None)
+    os.environ["SADTALKER_DEFAULT_CHECKPOINTS"] = str(NO_USER_WEIGHTS)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(NO_USER_WEIGHTS, ignore_errors=True)
 
 
 def _make_weights_module():

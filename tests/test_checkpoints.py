@@ -225,6 +225,7 @@ def test_host_model_folders_are_searched(tmp_path, monkeypatch):
     from sadtalker_core.cli import common
 
     monkeypatch.delenv(registry.ENV_CHECKPOINTS, raising=False)
+    monkeypatch.delenv(registry.ENV_DEFAULT_CHECKPOINTS)  # the user's defaults (conftest.py)
     assert all(p.name == "checkpoints" for p in registry.default_checkpoint_dirs())
     for host, models in (("custom_nodes", "sadtalker"), ("extensions", "SadTalker")):
         pack = tmp_path / host / "ComfyUI-SadTalker"

@@ -19,6 +19,7 @@ import soundfile as sf
 from sadtalker_core.cli.generate import _jobs
 from sadtalker_core.cli.main import build_parser, main
 from sadtalker_core.models import ENV_CHECKPOINTS, default_checkpoint_dirs
+from sadtalker_core.models.locate import ENV_DEFAULT_CHECKPOINTS
 from sadtalker_core.paste import PasteBack
 from sadtalker_core.types import Coeffs, Face
 
@@ -119,6 +120,7 @@ def test_check_weights_says_where_each_file_comes_from(weights_dir, tmp_path, mo
 
 def test_each_searched_folder_is_listed_once(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_CHECKPOINTS, raising=False)
+    monkeypatch.delenv(ENV_DEFAULT_CHECKPOINTS)  # the pack's checkpoints/ (conftest.py)
     monkeypatch.chdir(REPO)
     dirs = default_checkpoint_dirs(["checkpoints", str(REPO / "checkpoints")])
     assert dirs == [REPO / "checkpoints"]

@@ -424,13 +424,13 @@ def test_cli_bad_inputs_exit_1_without_output(weights_dir, people, face_crop, ca
 
 
 def test_cli_enhancer_without_its_weights_stops_before_any_work(
-    weights_dir, people, capsys, tmp_path
+    weights_dir, people, speech, capsys, tmp_path
 ):
     results = tmp_path / "results"
     rc, out, err = _run_main(
         capsys,
         "--source_image", str(people),
-        "--driven_audio", str(tmp_path / "speech.wav"),  # does not exist: not reached
+        "--driven_audio", str(speech("enhancer", 0.05)),
         "--checkpoint_dir", str(weights_dir),
         "--result_dir", str(results),
         "--enhancer", "gfpgan",

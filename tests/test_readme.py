@@ -40,11 +40,13 @@ def refused_url() -> str:
 
 def offline_env(**extra: str) -> dict[str, str]:
     """This process's environment with every proxy variable pointing at a refusing port (urllib,
-    pip and huggingface honour them) and no SADTALKER_CHECKPOINTS."""
+    pip and huggingface honour them), as a user's shell has it: no SADTALKER_CHECKPOINTS and
+    not the tests' isolation from the checkout's ``checkpoints/`` (conftest.py)."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if k != "SADTALKER_CHECKPOINTS" and not k.lower().endswith("_proxy")
+        if k not in ("SADTALKER_CHECKPOINTS", "SADTALKER_DEFAULT_CHECKPOINTS")
+        and not k.lower().endswith("_proxy")
     }
     refuse = refused_url()
     for name in ("http_proxy", "https_proxy", "all_proxy"):

@@ -110,6 +110,7 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
     from ..coeffs.files import load_coeff_rows, load_source, save_mat
     from ..coeffs.generate import CoeffModels, generate_coeffs
     from ..errors import SadTalkerError
+    from ..io.inputs import check_inputs
 
     if (args.driven_audio is None) == (args.idle_seconds is None):
         say(
@@ -130,6 +131,8 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
 
     try:
         config = coeff_config(args)
+        # the input files first: a wrong path is reported before the networks load
+        check_inputs(None, args.driven_audio, args.ref_eyeblink, args.ref_pose)
         result = generate_coeffs(
             load_source(args.face),
             args.driven_audio,

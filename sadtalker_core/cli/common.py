@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..models.locate import default_checkpoint_dirs
+from ..models.locate import ENV_DEFAULT_CHECKPOINTS, default_checkpoint_dirs
 
 PACK = Path(__file__).resolve().parents[2]
 
@@ -15,7 +15,10 @@ PACK = Path(__file__).resolve().parents[2]
 def host_model_dirs(pack: Path | None = None) -> list[Path]:
     """The model folder of the host this pack is installed in, for a command run from there:
     ComfyUI's ``models/sadtalker`` (pack in ``custom_nodes/``), A1111/Forge's ``models/SadTalker``
-    (pack in ``extensions/``)."""
+    (pack in ``extensions/``). None when ``SADTALKER_DEFAULT_CHECKPOINTS`` replaces the default
+    folders (and no ``pack`` is given)."""
+    if pack is None and os.environ.get(ENV_DEFAULT_CHECKPOINTS) is not None:
+        return []
     host = (pack or PACK).parent
     if host.name == "custom_nodes":
         return [host.parent / "models" / "sadtalker"]
@@ -30,7 +33,7 @@ def checkpoint_dirs(args: argparse.Namespace) -> list[Path]:
     explicit: list[str | os.PathLike] = [args.checkpoint_dir] if args.checkpoint_dir else []
     dirs = default_checkpoint_dirs(explicit)
     host = [d for d in host_model_dirs() if d not in dirs]
-    return dirs[:-1] + host + dirs[-1:]
+    return dirs[:-1] + host + dirs[-1:] if host else dirs
 
 
 def say(*parts: object, file=None) -> None:

@@ -30,6 +30,7 @@ from ..config import (
     RenderConfig,
 )
 from ..errors import CancelledError, SadTalkerError
+from ..io.inputs import check_inputs
 from ..pipeline import SadTalkerPipeline
 from .coeffs import add_motion_arguments, coeff_config
 from .common import TerminalBar, checkpoint_dirs, say
@@ -309,10 +310,12 @@ def run_cli(args: argparse.Namespace) -> int:
     except ValueError as e:  # an option out of range: the config dataclasses say which
         raise SadTalkerError(str(e)) from e
     devices = worker_devices(getattr(args, "devices", None), device_arg(args))
+    jobs, failed = _checked_jobs(args, jobs)
+    if not jobs:
+        return 1
     if len(devices) > 1 and len(jobs) > 1:
-        return _run_parallel(args, cfg, jobs, devices)
+        return max(_run_parallel(args, cfg, jobs, devices), 1 if failed else 0)
     render = _clip_renderer(args, cfg, checkpoint_dirs(args), devices[0])
-    failed = 0
     bar = TerminalBar()
     try:
         for i, (image, audio, out) in enumerate(jobs, 1):
@@ -338,6 +341,27 @@ def run_cli(args: argparse.Namespace) -> int:
         say("interrupted: no partial video was kept", file=sys.stderr)
         return 130
     return 1 if failed else 0
+
+
+def _checked_jobs(
+    args: argparse.Namespace, jobs: list[tuple[Path, Path | None, Path]]
+) -> tuple[list[tuple[Path, Path | None, Path]], int]:
+    """The jobs whose input files are readable, checked before any network loads, and how many
+    were dropped: a bad clip of a batch is reported and skipped (exit 1 at the end); a bad
+    single clip or reference video stops the run (SadTalkerError)."""
+    check_inputs(ref_eyeblink=args.ref_eyeblink, ref_pose=args.ref_pose)
+    if len(jobs) == 1:
+        check_inputs(*jobs[0][:2])
+        return jobs, 0
+    good = []
+    for image, audio, out in jobs:
+        try:
+            check_inputs(image, audio)
+        except SadTalkerError as e:
+            _report_failure(image, audio, e)
+            continue
+        good.append((image, audio, out))
+    return good, len(jobs) - len(good)
 
 
 def _clip_renderer(

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ..errors import SadTalkerError
 from . import coeffs, extract, generate, render, weights
 from .common import say
 
+DESCRIPTION = (
+    "SadTalker: one portrait photo + speech -> a lip-synced talking-head video. "
+    "'sadtalker COMMAND --help' lists the options of a command; without a command the official "
+    "inference.py flags work as they are (generate)."
+)
+TERMINATED = 143  # exit status of a run stopped by SIGTERM (128 + 15), as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the Ctrl-C path: every writer removes its partial file as the
+    stack unwinds."""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sadtalker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sadtalker", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in (weights, extract, coeffs, render, generate):
@@ -30,11 +44,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s"
     )
+    terminated = threading.Event()
+
+    def on_sigterm(signum, frame) -> None:
+        terminated.set()
+        raise Terminated()
+
+    previous = _hook(signal.SIGTERM, on_sigterm)
     try:
-        return args.func(args)
+        code = args.func(args)
     except SadTalkerError as e:
         say(f"error: {e}", file=sys.stderr)
-        return 1
+        code = 1
+    except Terminated:
+        code = TERMINATED
+    finally:
+        _hook(signal.SIGTERM, previous)
+    return TERMINATED if terminated.is_set() else code
+
+
+def _hook(signum: int, handler):
+    """Set a signal handler from the main thread (elsewhere, e.g. main() called from a worker
+    thread, leave signals alone); returns the previous one."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

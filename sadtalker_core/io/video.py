@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import threading
+import weakref
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,13 +19,83 @@ log = logging.getLogger(__name__)
 
 AAC_FRAME = 1024  # samples per AAC frame
 
+# Partial files of the writers that are open now (removed by discard_partial_files on a signal).
+_PARTIALS: set[Path] = set()
+_PARTIALS_LOCK = threading.RLock()  # re-entrant: a signal handler may run while it is held
+_SIGNALS_HOOKED: set[int] = set()
+
+
+def _discard(tmp: Path) -> None:
+    """Delete one partial file (a writer's finalizer: at close, abort, garbage collection or
+    interpreter exit, whichever comes first)."""
+    with _PARTIALS_LOCK:
+        _PARTIALS.discard(tmp)
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError as e:  # still open elsewhere (Windows): nothing better to do at exit
+        log.debug("could not remove %s: %s", tmp, e)
+
+
+def discard_partial_files() -> int:
+    """Delete the partial file of every open :class:`VideoWriter` (the process is stopping).
+    Returns how many were removed; the writers themselves fail at close if they go on."""
+    with _PARTIALS_LOCK:
+        partials = list(_PARTIALS)
+    for tmp in partials:
+        _discard(tmp)
+    return len(partials)
+
+
+def discard_partials_on_signals(signals: tuple[int, ...] | None = None) -> bool:
+    """Make a termination signal remove the partial videos before the process stops.
+
+    For hosts whose shutdown skips Python's exit handlers (ComfyUI and A1111 die on SIGTERM with
+    the default action; A1111 leaves on SIGINT through ``os._exit``). The handler deletes every
+    open writer's partial file, then does what was there before: the default action (the
+    process ends with the signal), the previous handler, or nothing when the signal was ignored.
+    Call it from the main thread (signal handlers can only be set there); returns False
+    elsewhere. Installing twice is harmless. Writers remove their partial file at a normal
+    interpreter exit without it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signals is None:
+        signals = tuple(
+            getattr(signal, name)
+            for name in ("SIGTERM", "SIGINT", "SIGHUP")
+            if hasattr(signal, name)
+        )
+    for sig in signals:
+        if sig in _SIGNALS_HOOKED:
+            continue
+        previous = signal.getsignal(sig)
+        if previous is signal.SIG_IGN or previous is None:
+            continue  # ignored, or set outside Python: leave it alone
+
+        def handler(signum, frame, previous=previous):
+            if previous is signal.default_int_handler:
+                previous(signum, frame)  # KeyboardInterrupt: the writers clean up as they unwind
+                return
+            discard_partial_files()
+            if callable(previous):
+                previous(signum, frame)
+            else:  # SIG_DFL: end as the signal would have ended us
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+        signal.signal(sig, handler)
+        _SIGNALS_HOOKED.add(sig)
+    return True
+
 
 class VideoWriter:
     """Write frames as they are rendered; the file appears under its name only when complete.
 
     Frames go to ``.<name>.<pid>.partial.mp4`` beside the target and are renamed by
-    :meth:`close`. An exception inside a ``with`` block (or :meth:`abort`) deletes the partial
-    file, so an error or a cancel never leaves a half-written video. The audio track is encoded
+    :meth:`close`. Any exception inside a ``with`` block (an error, a cancel, Ctrl-C, the
+    ``SystemExit`` of a signal handler) or :meth:`abort` deletes the partial file, and so do
+    garbage collection and interpreter exit for a writer left open; so a stopped run never leaves
+    a half-written video (for hosts killed by a signal see :func:`discard_partials_on_signals`). The audio track is encoded
     alongside the frames and ends exactly with the last frame (cut, or padded with silence).
 
     Args:
@@ -64,6 +136,9 @@ class VideoWriter:
         self.crf, self.preset = int(crf), preset
         self.frames_written = 0
         self._container = av.open(str(self.tmp), mode="w", format="mp4")
+        with _PARTIALS_LOCK:
+            _PARTIALS.add(self.tmp)
+        self._finalizer = weakref.finalize(self, _discard, self.tmp)
         self._video = None
         self._size: tuple[int, int] | None = None
         self._audio = None
@@ -206,7 +281,15 @@ class VideoWriter:
                         self._container.mux(packet)
             self._container.close()
             self._closed = True
+            if not self.tmp.exists():
+                raise SadTalkerError(
+                    f"The partial file of {self.path.name} was removed while it was written "
+                    "(the process is stopping); nothing was saved."
+                )
             os.replace(self.tmp, self.path)
+            self._finalizer.detach()
+            with _PARTIALS_LOCK:
+                _PARTIALS.discard(self.tmp)
         except BaseException:
             self.abort()
             raise
@@ -224,4 +307,4 @@ class VideoWriter:
                 self._container.close()
             except Exception as e:  # noqa: BLE001 - a broken encoder must not mask the real error
                 log.debug("closing the aborted container failed: %s", e)
-        self.tmp.unlink(missing_ok=True)
+        self._finalizer()  # deletes the partial file (once)

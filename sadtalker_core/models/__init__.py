@@ -18,6 +18,7 @@ from .loader import (
 )
 from .locate import (
     ENV_CHECKPOINTS,
+    ENV_DEFAULT_CHECKPOINTS,
     default_checkpoint_dirs,
     find_file,
     network_file,
@@ -36,6 +37,7 @@ from .registry import (
 
 __all__ = [
     "ENV_CHECKPOINTS",
+    "ENV_DEFAULT_CHECKPOINTS",
     "FILES",
     "LEGACY_SET",
     "MODELS",

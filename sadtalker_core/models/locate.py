@@ -10,7 +10,20 @@ from ..errors import ModelNotFoundError
 from .registry import FILES, LEGACY_SET, mapping_file_for
 
 ENV_CHECKPOINTS = "SADTALKER_CHECKPOINTS"
+# Folders searched last instead of the pack's checkpoints/ (and, for a command run from a pack
+# inside a host, the host's model folder): the tests point it at an empty folder so that the
+# weights a user put in the checkout never reach them.
+ENV_DEFAULT_CHECKPOINTS = "SADTALKER_DEFAULT_CHECKPOINTS"
 PACK_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"  # the official layout
+
+
+def fallback_checkpoint_dirs() -> list[Path]:
+    """The folders searched last: the pack's ``checkpoints/``, or those of
+    ``SADTALKER_DEFAULT_CHECKPOINTS`` when it is set (``os.pathsep``-separated)."""
+    env = os.environ.get(ENV_DEFAULT_CHECKPOINTS)
+    if env is not None:
+        return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    return [PACK_CHECKPOINTS]
 
 
 def default_checkpoint_dirs(
@@ -20,7 +33,8 @@ def default_checkpoint_dirs(
 
     1. ``explicit`` (a folder or a list of folders given by the caller: CLI flag, node, tab);
     2. the ``SADTALKER_CHECKPOINTS`` environment variable (``os.pathsep``-separated);
-    3. ``checkpoints/`` inside the pack (where the official scripts put them).
+    3. ``checkpoints/`` inside the pack (where the official scripts put them), or the folders
+       of ``SADTALKER_DEFAULT_CHECKPOINTS`` (:func:`fallback_checkpoint_dirs`).
     Each folder is listed once (relative paths made absolute; the same folder reached through
     another spelling or a link is dropped). A host's model folders come in through ``explicit``
     (its adapter knows them).
@@ -33,7 +47,7 @@ def default_checkpoint_dirs(
     env = os.environ.get(ENV_CHECKPOINTS)
     if env:
         dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    dirs.append(PACK_CHECKPOINTS)
+    dirs += fallback_checkpoint_dirs()
     seen: set[str] = set()
     unique = []
     for d in dirs:
