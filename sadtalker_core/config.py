@@ -4,7 +4,6 @@ per field, which the CLI, the ComfyUI nodes and the A1111 tab all read."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 COMPILE_MODES = ("auto", "on", "off")  # torch.compile of the SPADE decoder (render/compiled.py)
 BLENDS = ("feather", "poisson")  # paste-back of the full modes
 ENHANCER_NAMES = ("gfpgan", "RestoreFormer")  # the official --enhancer values
+UPSCALES = (1, 2, 3, 4)  # enhancer output scale factors
 BACKGROUND_TILE, BACKGROUND_TILE_PAD = 400, 10  # official RealESRGANer(tile=400, tile_pad=10)
 
 
@@ -34,19 +34,7 @@ class ExtractConfig:
     max_track_shift: float = 0.5  # re-detected face: centre within this x face size of expected
 
     def __post_init__(self):
-        if self.preprocess not in PREPROCESS_MODES:
-            raise ValueError(
-                f"preprocess must be one of {', '.join(PREPROCESS_MODES)}; got '{self.preprocess}'."
-            )
-        if self.size not in (256, 512):
-            raise ValueError(f"size must be 256 or 512; got {self.size}.")
-        if self.face_index < 0:
-            raise ValueError(f"face_index must be >= 0; got {self.face_index}.")
-        if self.detector != AUTO and self.detector not in DETECTORS:
-            raise ValueError(
-                f"Unknown face detector '{self.detector}'. Choose one of: "
-                f"{', '.join((AUTO, *DETECTORS))}."
-            )
+        _check(self)
 
 
 @dataclass(frozen=True)
@@ -73,35 +61,10 @@ class CoeffConfig:
     chunk_frames: int = 256  # frames per network pass; memory/speed only
 
     def __post_init__(self):
-        for name in ("input_yaw", "input_pitch", "input_roll"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, (int, float)):
-                value = (value,)
-            value = tuple(float(v) for v in value)
-            if not value or not all(math.isfinite(v) for v in value):
-                raise ValueError(f"{name} must hold at least one finite angle, got {value}.")
-            object.__setattr__(self, name, value)
-        if not 0 <= int(self.pose_style) < NUM_POSE_STYLES:
-            raise ValueError(
-                f"pose_style must be in 0..{NUM_POSE_STYLES - 1}, got {self.pose_style}."
-            )
         object.__setattr__(self, "fps", float(self.fps))
         if self.idle_seconds is not None:
             object.__setattr__(self, "idle_seconds", float(self.idle_seconds))
-        if not (math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"fps must be a positive number, got {self.fps}.")
-        for name in ("expression_scale", "head_motion_scale"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)}.")
-        if self.idle_seconds is not None and not (
-            math.isfinite(self.idle_seconds) and self.idle_seconds * self.fps >= 1.0
-        ):
-            raise ValueError(
-                f"idle_seconds must cover at least one frame ({1 / self.fps:.3f} s at "
-                f"{self.fps:g} fps), got {self.idle_seconds}."
-            )
+        _check(self)  # also: angle lists become tuples of floats
         if self.chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}.")
 
@@ -129,16 +92,7 @@ class RenderConfig:
     compile: str = "auto"
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'."
-            )
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(
-                f"compile must be one of {', '.join(COMPILE_MODES)}; got '{self.compile}'."
-            )
+        _check(self)
 
 
 @dataclass(frozen=True)
@@ -157,20 +111,8 @@ class EnhanceConfig:
     background_tile_pad: int = BACKGROUND_TILE_PAD  # context pixels around each tile (official 10)
 
     def __post_init__(self):
-        if self.enhancer not in ENHANCER_NAMES:
-            raise ValueError(
-                f"enhancer must be one of {', '.join(ENHANCER_NAMES)}; got '{self.enhancer}'."
-            )
-        if self.upscale not in (1, 2, 3, 4):
-            raise ValueError(f"upscale must be 1, 2, 3 or 4; got {self.upscale}.")
-        if self.detector != "auto" and self.detector not in DETECTORS:
-            raise ValueError(
-                f"detector must be auto or one of {', '.join(DETECTORS)}; got '{self.detector}'."
-            )
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
-        if self.background is not None and not str(self.background).strip():
-            raise ValueError("background must be None, 'realesrgan' or an upscaler file path.")
+        _check(self)
+        check_detector(self.detector, "detector")
         if self.background_tile < 0 or self.background_tile_pad < 0:
             raise ValueError(
                 "background_tile and background_tile_pad must be >= 0; got "
@@ -189,6 +131,27 @@ class PipelineConfig:
     enhance: EnhanceConfig | None = None  # face restoration (GFPGAN / RestoreFormer); None: off
     crf: int = 18  # H.264 quality: 0 lossless .. 51 worst; 18 is visually lossless
 
+    def __post_init__(self):
+        _check(self)
+
+
+def _check(config) -> None:
+    """The option fields of ``config`` against the option schema (choices, bounds)."""
+    from .options import check_config  # the schema reads this module's defaults
+
+    check_config(config)
+
+
+def check_detector(name: str, label: str = "detector") -> str:
+    """``name`` if it is a face detector name (``auto`` or one of DETECTORS).
+
+    Raises:
+        OptionError: an unknown name, with the known ones.
+    """
+    from .options import BY_NAME
+
+    return BY_NAME["detector"].check(name, label)
+
 
 FIELD_HELP: dict[str, str] = {
     # extract
@@ -205,6 +168,7 @@ FIELD_HELP: dict[str, str] = {
     "sizes of the expected place",
     # render
     "batch_size": "frames per generator call (more is faster on a GPU and needs more memory)",
+    "enhance_batch_size": "faces restored per network call (more is faster on a GPU)",
     "precision": "auto (tf32 on CUDA, fp32 on CPU), fp32 (exact), tf32, bf16, fp16 (faster, "
     "approximate; tf32 off CUDA and fp16 on a CPU render in fp32)",
     "compile": "torch.compile the decoder: auto (AVX-512 CPUs, clips of 250+ frames), on, off "

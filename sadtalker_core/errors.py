@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -59,3 +59,31 @@ class CancelledError(SadTalkerError):
 
 class DownloadError(SadTalkerError, OSError):
     """A file could not be fetched; the message lists what to download by hand and where."""
+
+
+class OptionError(SadTalkerError, ValueError):
+    """An option is unknown, of the wrong type, out of range, or in a combination the stages
+    refuse. ``options`` are the names involved (the first is the one to change); the message
+    spells them as the host does (:meth:`named`): ``pose_style`` in the library, ``--pose_style``
+    on the command line, ``'pose_style'`` in the web UI.
+
+    Args:
+        template: the message with ``{0}``, ``{1}``... where the option names go.
+        options: the option names, in placeholder order.
+    """
+
+    def __init__(self, template: str, *options: str):
+        self.template, self.options = template, options
+        super().__init__(template.format(*options))
+
+    @property
+    def option(self) -> str:
+        """The option to change."""
+        return self.options[0]
+
+    def named(self, label: Callable[[str], str]) -> OptionError:
+        """The same error with each option name spelled by ``label`` (e.g. ``"--{}".format``)."""
+        error = OptionError(self.template, *self.options)
+        error.args = (self.template.format(*(label(o) for o in self.options)),)
+        error.__cause__ = self.__cause__
+        return error
