@@ -1,4 +1,5 @@
-"""The node pack inside a real ComfyUI 0.3.64 server: registration and tooltips, a full
+"""The node pack inside a real ComfyUI server (the newest snapshot in ../shared/hosts, 0.33.0;
+``COMFYUI_HOST_VERSION=0.3.64`` runs the same tests on the oldest supported one): registration and tooltips, a full
 talking-head workflow (LoadImage + LoadAudio -> the four SadTalker nodes -> CreateVideo ->
 SaveVideo), Cancel during rendering, errors, the example workflows; plus the pack root and the
 host adapter imported without ComfyUI.
@@ -6,7 +7,7 @@ host adapter imported without ComfyUI.
 The server runs on the CPU with this test's own Python: ComfyUI's requirements are installed into
 it once (``ensure_env``, ~60 s the first time; a stamp makes later runs a no-op), so no second
 torch environment is built. Rendering costs ~10 s per 256 px frame on a CPU, so the clip is 0.12 s
-long (3 frames), the cancelled run renders 2, and one server serves the whole module (~1.5 min).
+long (3 frames), the cancelled run renders 2, and one server serves the whole session.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -24,15 +23,8 @@ from unittest.mock import patch
 import av
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from PIL import Image
-
-REPO = Path(__file__).resolve().parents[1]
-from conftest import SHARED  # noqa: E402
-
-sys.path.insert(0, str(SHARED / "hosts"))
-import comfyui_host as ch  # noqa: E402
+from comfyui_support import REPO, ch, node_id, ui_to_api
 
 API_WORKFLOW = REPO / "example_workflows" / "api" / "sadtalker_talking_head_api.json"
 UI_WORKFLOW = REPO / "example_workflows" / "sadtalker_talking_head.json"
@@ -43,52 +35,16 @@ NODE_IDS = (
     "SadTalkerRender",
     "SadTalkerEnhance",
 )
-SPEECH_TEXT = "Hello there, how are you today?"  # spoken by espeak-ng
-CLIP_SECONDS = 0.12  # 0.12 s x 25 fps = 3 frames
 FPS = 25
 SIZE = 256  # render size of the workflow: output frames are 256 px wide in crop mode
 WORKFLOW_TIMEOUT = 300  # s; a 3-frame clip takes ~40 s on 2 CPU cores
-# Input types the frontend shows as widgets (the others are sockets).
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
-# --------------------------------------------------------------------------------------------
-# Inputs and server
-
-
-def write_speech(path: Path, seconds: float) -> None:
-    """The loudest ``seconds`` of an espeak-ng line as a WAV (never refused as silence)."""
-    raw = path.with_name("espeak.wav")
-    subprocess.run(["espeak-ng", "-w", str(raw), SPEECH_TEXT], check=True, capture_output=True)
-    wav, rate = sf.read(str(raw), dtype="float32")
-    n = int(round(seconds * rate))
-    energy = np.convolve(np.abs(wav), np.ones(n, np.float32), mode="valid")
-    start = int(np.argmax(energy))
-    sf.write(str(path), wav[start : start + n], rate)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, fixtures_dir):
-    """One ComfyUI server with this pack; input/ holds a portrait, a blank picture and speech."""
-    input_dir = tmp_path_factory.mktemp("comfy_input")
-    output_dir = tmp_path_factory.mktemp("comfy_output")
-    shutil.copy(fixtures_dir / "people_0.png", input_dir / "people_0.png")
-    Image.new("RGB", (256, 256), (128, 128, 128)).save(input_dir / "blank.png")
-    write_speech(input_dir / "speech.wav", CLIP_SECONDS)
-
-    cache = ch.default_cache_dir()
-    comfy = ch.ensure_comfyui(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    python = ch.ensure_env(
-        comfy, python=sys.executable, pack_dirs=[REPO], log_path=cache / "setup.log"
-    )
-    srv = ch.ComfyUIServer(
-        comfy, python, packs=[REPO], input_dir=input_dir, output_dir=output_dir
-    ).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+@pytest.fixture
+def server(comfy_server):
+    """The session's ComfyUI server (tests/conftest.py); its input/ holds a portrait, a blank
+    picture and speech (speech_3.wav: 0.12 s x 25 fps = 3 frames)."""
+    return comfy_server
 
 
 def api_workflow(weights_dir: Path, image: str, prefix: str) -> dict:
@@ -97,13 +53,9 @@ def api_workflow(weights_dir: Path, image: str, prefix: str) -> dict:
     by_type = {node["class_type"]: node["inputs"] for node in graph.values()}
     by_type["SadTalkerLoadModels"].update(detector="dlib", checkpoint_dir=str(weights_dir))
     by_type["LoadImage"]["image"] = image
-    by_type["LoadAudio"]["audio"] = "speech.wav"
+    by_type["LoadAudio"]["audio"] = "speech_3.wav"
     by_type["SaveVideo"]["filename_prefix"] = prefix
     return graph
-
-
-def node_id(graph: dict, class_type: str) -> str:
-    return next(k for k, node in graph.items() if node["class_type"] == class_type)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,39 +194,6 @@ def test_invalid_inputs_are_refused_before_running(server, weights_dir, tmp_path
 # Example workflows
 
 
-def ui_to_api(ui: dict, object_info: dict) -> dict:
-    """What the frontend queues for a UI-format workflow: widget values in input order (plus the
-    extra values of seed 'control after generate' and upload widgets), linked inputs as links."""
-    links = {link[0]: link for link in ui["links"]}
-    api = {}
-    for node in ui["nodes"]:
-        info = object_info[node["type"]]
-        linked = {i["name"]: links[i["link"]] for i in node["inputs"] if i.get("link") is not None}
-        values = iter(node["widgets_values"])
-        inputs = {}
-        for section in ("required", "optional"):
-            for name in info["input_order"].get(section, []):
-                kind, opts = info["input"][section][name][:2]
-                widget = isinstance(kind, list) or kind in WIDGET_TYPES
-                if widget:
-                    value = next(values)
-                    extra = bool(opts.get("control_after_generate")) + bool(
-                        opts.get("image_upload") or opts.get("video_upload")
-                    )
-                    extra += 2 * bool(opts.get("audio_upload"))  # upload button + player
-                    for _ in range(extra):
-                        next(values)
-                if name in linked:
-                    link = linked[name]
-                    inputs[name] = [str(link[1]), link[2]]
-                    assert link[3] == node["id"]
-                elif widget:
-                    inputs[name] = value
-        assert next(values, None) is None, f"{node['type']}: widgets_values too long"
-        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return api
-
-
 def test_ui_workflow_matches_api_workflow(server):
     ui = json.loads(UI_WORKFLOW.read_text())
     api = json.loads(API_WORKFLOW.read_text())
@@ -332,6 +251,10 @@ def load_host_with_stubs(models_dir: Path):
 
     comfy.model_management.load_models_gpu = load_models_gpu
     stubs["comfy.model_patcher"] = comfy.model_patcher
+    api = ModuleType("comfy_api")  # the V3 schema names the host re-exports to the nodes
+    api.latest = ModuleType("comfy_api.latest")
+    api.latest.ComfyExtension = api.latest.io = api.latest.ui = object
+    stubs.update({"comfy_api": api, "comfy_api.latest": api.latest})
     # The pack as a package whose sadtalker_core is the one already imported (no second copy).
     import sadtalker_core.models.download
 
@@ -420,7 +343,7 @@ def test_live_preview_every_few_batches(tmp_path):
     batch = np.zeros((2, 8, 6, 3), np.uint8)
     for done in range(1, 7):  # 6 batches: previews on the 1st, the 5th and the last
         progress(done, 6)
-        progress.preview(batch)
+        progress.on_batch(batch, done, 6)
     previews = [u for u in updates if len(u) == 3]
     assert [u[0] for u in previews] == [1, 5, 6]
     kind, picture, size = previews[0][2]

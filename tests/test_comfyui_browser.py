@@ -1,4 +1,4 @@
-"""The ComfyUI frontend (served by a real ComfyUI 0.3.64 server with this pack) in headless
+"""The ComfyUI frontend (served by the session's real ComfyUI server with this pack) in headless
 Chromium: every UI-format example workflow loads with every node known (no missing-node dialog,
 no red "missing" node) and its SadTalker nodes placed.
 
@@ -8,18 +8,10 @@ Needs the Debian chromium (/usr/bin/chromium) and the ``playwright`` package; sk
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-from conftest import SHARED  # noqa: E402
-
-sys.path.insert(0, str(SHARED / "hosts"))
-import comfyui_host as ch  # noqa: E402
-from test_comfyui import write_speech  # noqa: E402
+from comfyui_support import REPO
 
 CHROMIUM = "/usr/bin/chromium"
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
@@ -30,20 +22,9 @@ if not Path(CHROMIUM).exists():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, fixtures_dir):
-    input_dir = tmp_path_factory.mktemp("browser_input")
-    shutil.copy(fixtures_dir / "people_0.png", input_dir / "portrait.png")
-    write_speech(input_dir / "speech.wav", 0.05)  # 1 frame
-    cache = ch.default_cache_dir()
-    comfy = ch.ensure_comfyui(cache)
-    python = ch.ensure_env(
-        comfy, python=sys.executable, pack_dirs=[REPO], log_path=cache / "setup.log"
-    )
-    srv = ch.ComfyUIServer(comfy, python, packs=[REPO], input_dir=input_dir).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server(comfy_server):
+    """The session's ComfyUI server (tests/conftest.py)."""
+    return comfy_server
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The second round of the node pack in a real ComfyUI 0.3.64 server: Render to Video (streamed
+"""The second round of the node pack in a real ComfyUI server (see tests/test_comfyui.py): Render to Video (streamed
 MP4 in output/, a file-backed VIDEO that core Save Video takes, no file after Cancel), our
 networks under ComfyUI's memory manager (POST /free then a second run), reference videos and
 idle mode, the enhancer with a core UPSCALE_MODEL, auto_download from a local HTTP server and
@@ -10,105 +10,31 @@ CPU only: a 256 px frame takes ~10 s, so every clip is 1-2 frames (0.05 s of spe
 from __future__ import annotations
 
 import copy
-import functools
-import http.server
 import json
-import shutil
-import sys
-import threading
 import time
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
-from conftest import SHARED  # noqa: E402
+from comfyui_support import REPO, ch, node_id, probe, ui_to_api
 from PIL import Image
-from test_comfyui import REPO, node_id, ui_to_api, write_speech
-
-sys.path.insert(0, str(SHARED / "hosts"))
-import comfyui_host as ch  # noqa: E402
 
 EXAMPLES = REPO / "example_workflows"
 TIMEOUT = 400
 DIFFUSION = ("CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler")
-URL_ENV = "SADTALKER_DOWNLOAD_URL_BASE"
 
 
-class _Mirror:
-    """A local HTTP server serving a folder (the 'official' files), stoppable (offline)."""
-
-    def __init__(self, root: Path):
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-        handler.log_message = lambda *a, **k: None
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.up = True
-
-    def stop(self) -> None:
-        if self.up:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.up = False
+@pytest.fixture
+def mirror(comfy_mirror):
+    return comfy_mirror
 
 
-@pytest.fixture(scope="module")
-def mirror(weights_dir):
-    m = _Mirror(weights_dir)
-    yield m
-    m.stop()
-
-
-def _reference_video(src: Path, dest: Path, frames: int = 2) -> None:
-    """The first ``frames`` frames of a fixture video, 25 fps, no audio."""
-    with av.open(str(src)) as inp:
-        pictures = []
-        for frame in inp.decode(video=0):
-            if len(pictures) == frames:
-                break
-            img = frame.to_ndarray(format="rgb24")
-            pictures.append(img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2])
-    with av.open(str(dest), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.pix_fmt = "yuv420p"
-        stream.width, stream.height = pictures[0].shape[1], pictures[0].shape[0]
-        for img in pictures:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-        out.mux(stream.encode(None))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, fixtures_dir, mirror, realesrgan_file):
-    input_dir = tmp_path_factory.mktemp("pack_input")
-    output_dir = tmp_path_factory.mktemp("pack_output")
-    shutil.copy(fixtures_dir / "people_0.png", input_dir / "portrait.png")
-    write_speech(input_dir / "speech.wav", 0.05)  # 1 frame
-    write_speech(input_dir / "speech_2.wav", 0.08)  # 2 frames
-    sr = 16000
-    (input_dir / "silence.wav").write_bytes(b"")
-    import soundfile as sf
-
-    sf.write(str(input_dir / "silence.wav"), np.zeros(sr // 10, np.float32), sr)
-    _reference_video(fixtures_dir / "WDA_KatieHill_000.mp4", input_dir / "reference.mp4")
-
-    cache = ch.default_cache_dir()
-    comfy = ch.ensure_comfyui(cache)
-    python = ch.ensure_env(
-        comfy, python=sys.executable, pack_dirs=[REPO], log_path=cache / "setup.log"
-    )
-    env = dict(__import__("os").environ, **{URL_ENV: mirror.url})
-    srv = ch.ComfyUIServer(
-        comfy, python, packs=[REPO], input_dir=input_dir, output_dir=output_dir, env=env
-    )
-    srv.start()
-    upscale_dir = srv.base_dir / "models" / "upscale_models"
-    upscale_dir.mkdir(parents=True, exist_ok=True)
-    (upscale_dir / realesrgan_file.name).symlink_to(realesrgan_file)
-    try:
-        yield srv
-    finally:
-        srv.stop()
+@pytest.fixture
+def server(comfy_server):
+    """The session's ComfyUI server (tests/conftest.py): portrait.png, speech.wav (1 frame),
+    speech_2.wav (2 frames), silence.wav, reference.mp4 (2 frames), reference_15.mp4, and
+    RealESRGAN_x2plus.pth among its upscale models."""
+    return comfy_server
 
 
 @pytest.fixture(scope="module")
@@ -142,20 +68,6 @@ def example(name: str, weights: Path, prefix: str, **images) -> dict:
         elif kind in ("SaveVideo", "SadTalkerRenderToVideo"):
             inputs["filename_prefix"] = f"{prefix}/{kind}"
     return graph
-
-
-def probe(path: str) -> tuple[int, float, int | None, float]:
-    """(frames, fps, audio sample rate or None, audio seconds) of a video file."""
-    with av.open(path) as c:
-        v = c.streams.video[0]
-        frames = sum(1 for _ in c.decode(v))
-        fps = float(v.average_rate)
-    with av.open(path) as c:
-        if not c.streams.audio:
-            return frames, fps, None, 0.0
-        a = c.streams.audio[0]
-        samples = sum(f.samples for f in c.decode(a))
-        return frames, fps, a.rate, samples / a.rate
 
 
 def loads_logged(server) -> int:
