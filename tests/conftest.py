@@ -204,3 +204,36 @@ def golden():
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+# --------------------------------------------------------------------------------------------
+# One real ComfyUI server for the whole session (tests/comfyui_support.py)
+
+
+@pytest.fixture(scope="session")
+def comfy_mirror(weights_dir):
+    """A local HTTP server serving the stand-in official files (auto_download's 'internet')."""
+    from comfyui_support import Mirror
+
+    mirror = Mirror(weights_dir)
+    yield mirror
+    mirror.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory, fixtures_dir, comfy_mirror, realesrgan_file):
+    """The ComfyUI server every ComfyUI test shares (the snapshot ``COMFYUI_HOST_VERSION``
+    picks), with this pack, the test inputs, a local download mirror and an upscale model."""
+    from comfyui_support import URL_ENV, fill_inputs, start_server
+
+    input_dir = tmp_path_factory.mktemp("comfy_input")
+    output_dir = tmp_path_factory.mktemp("comfy_output")
+    fill_inputs(input_dir, fixtures_dir)
+    srv = start_server(input_dir, output_dir, dict(os.environ, **{URL_ENV: comfy_mirror.url}))
+    try:
+        upscale_dir = srv.base_dir / "models" / "upscale_models"
+        upscale_dir.mkdir(parents=True, exist_ok=True)
+        (upscale_dir / realesrgan_file.name).symlink_to(realesrgan_file)
+        yield srv
+    finally:
+        srv.stop()
