@@ -1,12 +1,26 @@
 """HTTP API next to the host's ``/sdapi/v1``: ``POST /sadtalker/v1/generate`` and
 ``GET /sadtalker/v1/weights``. Jobs take the same queue lock as the tab and the host's own jobs;
-``/sdapi/v1/interrupt`` stops them."""
+``/sdapi/v1/interrupt`` stops them.
+
+What a request may read follows A1111's own API (files come in the request, never from the
+server unless a setting says so):
+
+- ``source_image``, ``driven_audio``, ``ref_pose``, ``ref_eyeblink``: base64 or a data URL,
+  always. A path on the server only with the setting ``sadtalker_api_allow_paths`` on, and only
+  inside a folder of ``sadtalker_api_path_folders`` once ``..`` and symlinks are resolved;
+  anything else is a 403 that says the same for files that exist and files that do not.
+- The decoded files of a request weigh at most ``sadtalker_api_max_request_mb`` MB, the audio,
+  reference videos and idle motion last at most ``sadtalker_api_max_seconds``: 413 beyond.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
+import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,10 +36,16 @@ from sadtalker_core import (
 )
 
 from . import host
-from .options import OptionError
+from .options import OptionError, pipeline_config
 from .studio import STUDIO, Studio
 
 log = logging.getLogger(__name__)
+
+FILE_FIELDS = ("source_image", "driven_audio", "ref_pose", "ref_eyeblink")
+REFERENCE_FPS = 25.0  # reference videos drive the coefficients frame by frame at 25 fps
+MB = 1 << 20
+_LONGEST_PATH = 4096  # longer strings are base64, never paths (PATH_MAX on Linux)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 # Leading bytes -> file suffix, for base64 inputs without a data-URL type.
 _MAGIC = (
@@ -57,10 +77,31 @@ class BadInputError(SadTalkerError):
     """A request field is missing or undecodable (HTTP 400)."""
 
 
+class ForbiddenInputError(SadTalkerError):
+    """A request names a file on the server that the settings do not open to the API (403);
+    ``setting`` is the one to change."""
+
+    def __init__(self, message: str, setting: str):
+        super().__init__(message)
+        self.setting = setting
+
+
+class TooLargeError(SadTalkerError):
+    """A request beyond a size or duration limit (413); ``setting`` raises the limit."""
+
+    def __init__(self, message: str, setting: str):
+        super().__init__(message)
+        self.setting = setting
+
+
 def status_of(e: BaseException) -> int:
     """HTTP status of an error: 4xx for what the caller can fix, 5xx for faults of the server."""
     if isinstance(e, (OptionError, BadInputError)):
         return 400
+    if isinstance(e, ForbiddenInputError):
+        return 403
+    if isinstance(e, TooLargeError):
+        return 413
     if isinstance(e, (NoFaceDetectedError, InvalidAudioError, InvalidImageError)):
         return 422
     if isinstance(e, CancelledError):
@@ -70,26 +111,73 @@ def status_of(e: BaseException) -> int:
     return 500
 
 
-def materialize(field: str, value: Any, folder: Path) -> str | None:
-    """A request input as a path: a file on the server as it is, base64 (or a data URL) written
-    to ``folder``. Raises BadInputError when it is neither."""
+def error_json(e: BaseException) -> dict:
+    """The body of an error answer: ``error`` (the message), ``type``, and ``setting`` when a
+    setting decides (403, 413)."""
+    body = {"error": str(e), "type": type(e).__name__}
+    if getattr(e, "setting", None):
+        body["setting"] = e.setting
+    return body
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+class _Budget:
+    """Decoded bytes a request may still carry (setting ``sadtalker_api_max_request_mb``)."""
+
+    def __init__(self) -> None:
+        self.mb = host.api_limit(host.API_MAX_REQUEST_MB, host.API_DEFAULT_MAX_REQUEST_MB)
+        self.limit = None if self.mb is None else int(self.mb * MB)
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.limit is not None and self.used > self.limit:
+            raise TooLargeError(
+                f"The files of this request decode to {self.used / MB:.1f} MB; the limit is "
+                f"{self.mb:g} MB. Send smaller files, or raise the limit in Settings > "
+                f"SadTalker ('{host.API_MAX_REQUEST_MB}').",
+                host.API_MAX_REQUEST_MB,
+            )
+
+
+def materialize(field: str, value: Any, folder: Path, budget: _Budget | None = None) -> str | None:
+    """A request input as a file path: base64 (or a data URL) written to ``folder``, or a path
+    on the server that the settings open to the API (see :func:`server_path`).
+
+    Raises:
+        BadInputError: not a string, a URL, empty, or a missing file in an allowed folder.
+        ForbiddenInputError: a server path the settings do not allow.
+        TooLargeError: the decoded files pass the request size limit.
+    """
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise BadInputError(f"'{field}' must be a base64 string or a path on the server.")
-    if len(value) < 4096 and not value.startswith("data:") and Path(value).expanduser().is_file():
-        return str(Path(value).expanduser())
-    suffix = None
-    data = value
+        raise BadInputError(f"'{field}' must be a string: base64 or a data URL.")
+    suffix, data = None, value
     if value.startswith("data:"):
         head, _, data = value.partition(",")
         suffix = _MIME.get(head[5:].split(";")[0].lower())
-    try:
-        raw = base64.b64decode("".join(data.split()), validate=True)
-    except (binascii.Error, ValueError):
+    elif _URL.match(value):
         raise BadInputError(
-            f"'{field}' is neither a file on the server nor valid base64 ({value[:60]!r}...)."
-        ) from None
+            f"'{field}': URLs are not fetched by the SadTalker API; send the file as base64 or "
+            "a data URL."
+        )
+    compact = "".join(data.split())
+    raw = None
+    if not value.startswith("data:") and len(value) < _LONGEST_PATH:
+        raw = _b64(compact)  # short: decoded to tell a path from base64
+        if _is_path(value, raw):
+            return server_path(field, value)
+    if budget is not None:
+        budget.take(len(compact) * 3 // 4)  # the bytes base64 stands for, before decoding
+    raw = raw if raw is not None else _b64(compact)
+    if raw is None:
+        raise BadInputError(
+            f"'{field}' is not valid base64 ({value[:60]!r}...). Send the file as base64 or a "
+            "data URL (data:image/png;base64,...)."
+        )
     if not raw:
         raise BadInputError(f"'{field}' is empty.")
     if suffix is None:
@@ -101,32 +189,171 @@ def materialize(field: str, value: Any, folder: Path) -> str | None:
     return str(path)
 
 
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _is_path(value: str, raw: bytes | None) -> bool:
+    """Whether a (non data-URL) string is meant as a path: short, and not base64 of a known
+    format; valid base64 without a path separator stays base64 (its decoder says what is
+    wrong). Decided from the text alone, never from the file system."""
+    if "\0" in value:
+        return False
+    if raw is None:
+        return True
+    if any(raw.startswith(magic) for magic, _ in _MAGIC) or raw[4:8] == b"ftyp":
+        return False
+    return "/" in value or "\\" in value
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.normcase(path), os.path.normcase(folder)
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # another drive (Windows)
+        return False
+
+
+def server_path(field: str, value: str) -> str:
+    """The real path of a file the API may read, or ForbiddenInputError.
+
+    ``value`` is made absolute (from the webui's working folder) and its ``..`` collapsed; it
+    must then lie inside a folder of the setting, before the file system is asked anything, so
+    the answer is the same for files that exist and files that do not. Its symlinks are then
+    resolved, and the real path must lie inside a listed folder too (a link inside pointing out
+    is refused). The real path is what is read afterwards.
+    """
+    folders = host.api_path_folders()
+    if not folders:
+        raise ForbiddenInputError(
+            f"'{field}': this API reads no files on the server by default. Send the file as "
+            "base64 or a data URL, or allow server paths in Settings > SadTalker "
+            f"('{host.API_ALLOW_PATHS}') and list the file's folder in "
+            f"'{host.API_PATH_FOLDERS}'.",
+            host.API_ALLOW_PATHS,
+        )
+    given = os.path.abspath(os.path.expanduser(value))
+    written = [os.path.abspath(os.path.expanduser(f)) for f in folders]
+    real_folders = [os.path.realpath(f) for f in written]
+    refused = ForbiddenInputError(
+        f"'{field}': {value!r} is not inside a folder the API may read. Send the file as base64 "
+        f"or a data URL, or add its folder to '{host.API_PATH_FOLDERS}' in Settings > SadTalker.",
+        host.API_PATH_FOLDERS,
+    )
+    if not any(_inside(given, f) for f in written + real_folders):
+        raise refused
+    real = os.path.realpath(given)
+    if not any(_inside(real, f) for f in real_folders):
+        raise refused
+    if not os.path.isfile(real):
+        raise BadInputError(f"'{field}': there is no file {value!r} (a folder the API may read).")
+    return real
+
+
+def check_durations(files: dict[str, str | None], idle_seconds: float | None) -> None:
+    """413 when the audio, a reference video or the idle motion lasts longer than the setting
+    ``sadtalker_api_max_seconds``. Files that do not decode are left to the core's messages."""
+    limit = host.api_limit(host.API_MAX_SECONDS, host.API_DEFAULT_MAX_SECONDS)
+    if limit is None:
+        return
+    spans = {"idle_seconds": idle_seconds or 0.0}
+    if files.get("driven_audio"):
+        spans["driven_audio"] = _audio_seconds(files["driven_audio"], limit)
+    for field in ("ref_pose", "ref_eyeblink"):
+        if files.get(field):
+            spans[field] = _video_seconds(files[field], limit)
+    for field, seconds in spans.items():
+        if seconds > limit:
+            raise TooLargeError(
+                f"'{field}' lasts longer than the limit of {limit:g} s. Send a shorter clip, or "
+                f"raise the limit in Settings > SadTalker ('{host.API_MAX_SECONDS}').",
+                host.API_MAX_SECONDS,
+            )
+
+
+def _audio_seconds(path: str, stop_after: float) -> float:
+    """Seconds of decoded audio (as the core counts them: undecodable packets skipped),
+    counted until ``stop_after`` is passed; 0 for a file PyAV cannot open."""
+    import av
+
+    seconds = 0.0
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                return 0.0
+            stream = container.streams.best("audio") or container.streams.audio[0]
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    continue
+                for frame in frames:
+                    seconds += frame.samples / float(frame.sample_rate or stream.rate or 1)
+                if seconds > stop_after:
+                    break
+    except av.FFmpegError as e:
+        log.info("SadTalker API: %s does not decode (%s); the core will say why", path, e)
+    return seconds
+
+
+def _video_seconds(path: str, stop_after: float) -> float:
+    """Seconds a reference video drives (its frames at 25 fps), counted until ``stop_after``."""
+    import av
+
+    frames = 0
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return 0.0
+            for packet in container.demux(container.streams.video[0]):
+                frames += packet.size > 0
+                if frames / REFERENCE_FPS > stop_after:
+                    break
+    except av.FFmpegError as e:
+        log.info("SadTalker API: %s does not decode (%s); the core will say why", path, e)
+    return frames / REFERENCE_FPS
+
+
+def body_limit() -> int | None:
+    """Bytes of JSON body read at most: the decoded limit as base64 (4/3), line breaks and the
+    options. The decoded size is checked exactly afterwards."""
+    mb = host.api_limit(host.API_MAX_REQUEST_MB, host.API_DEFAULT_MAX_REQUEST_MB)
+    return None if mb is None else int(mb * MB * 3 / 2) + MB
+
+
+def body_too_large(size: int) -> TooLargeError:
+    limit = host.api_limit(host.API_MAX_REQUEST_MB, host.API_DEFAULT_MAX_REQUEST_MB)
+    return TooLargeError(
+        f"The request body has {size / MB:.1f} MB or more; its files may decode to {limit:g} MB "
+        f"at most. Send smaller files, or raise the limit in Settings > SadTalker "
+        f"('{host.API_MAX_REQUEST_MB}').",
+        host.API_MAX_REQUEST_MB,
+    )
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
 def generate(payload: dict, studio: Studio = STUDIO) -> dict:
-    """Run one request (under the queue lock). Raises SadTalkerError / OptionError."""
+    """Run one request: inputs checked and decoded first, then the render under the queue lock.
+    Raises SadTalkerError / OptionError."""
     if not isinstance(payload, dict):
         raise BadInputError("The body must be a JSON object.")
     if not payload.get("source_image"):
-        raise BadInputError("'source_image' is required (base64 or a path on the server).")
-    options = {
-        k: v
-        for k, v in payload.items()
-        if k not in ("source_image", "driven_audio", "ref_eyeblink", "ref_pose")
-    }
+        raise BadInputError("'source_image' is required (base64 or a data URL).")
+    options = {k: v for k, v in payload.items() if k not in FILE_FIELDS}
+    config, _ = pipeline_config(options)  # a bad option fails before any file is read
+    budget = _Budget()
     with tempfile.TemporaryDirectory(prefix="sadtalker_api_") as tmp:
         folder = Path(tmp)
-        image = materialize("source_image", payload.get("source_image"), folder)
-        audio = materialize("driven_audio", payload.get("driven_audio"), folder)
-        blink = materialize("ref_eyeblink", payload.get("ref_eyeblink"), folder)
-        pose = materialize("ref_pose", payload.get("ref_pose"), folder)
-        if image is not None and Path(image).parent == folder:
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                with Image.open(image) as im:
-                    picture = im.convert("RGB")
-            except (UnidentifiedImageError, OSError) as e:
-                raise InvalidImageError(f"'source_image' is not a readable picture: {e}") from e
-            image = picture
+        files = {f: materialize(f, payload.get(f), folder, budget) for f in FILE_FIELDS}
+        check_durations(files, config.coeffs.idle_seconds)
+        image: Any = files["source_image"]
+        if Path(image).parent == folder:
+            image = _picture(image)
         with host.job("sadtalker-api") as st:
             st.job_count = 1
 
@@ -137,10 +364,10 @@ def generate(payload: dict, studio: Studio = STUDIO) -> dict:
 
             result = studio.generate(
                 image,
-                audio,
+                files["driven_audio"],
                 options,
-                ref_eyeblink=blink,
-                ref_pose=pose,
+                ref_eyeblink=files["ref_eyeblink"],
+                ref_pose=files["ref_pose"],
                 progress=progress,
                 should_cancel=host.is_interrupted,
             )
@@ -148,6 +375,16 @@ def generate(payload: dict, studio: Studio = STUDIO) -> dict:
         "video": base64.b64encode(result.path.read_bytes()).decode("ascii"),
         **result.to_json(),
     }
+
+
+def _picture(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise InvalidImageError(f"'source_image' is not a readable picture: {e}") from e
 
 
 def weights(studio: Studio = STUDIO) -> dict:
@@ -173,19 +410,52 @@ def weights(studio: Studio = STUDIO) -> dict:
     }
 
 
+async def read_body(request) -> Any:
+    """The JSON body, read no further than :func:`body_limit` (413 beyond, 400 if not JSON).
+
+    A body past the limit is still read, and dropped, up to 4 times the limit, so that common
+    clients (urllib, requests), which send the whole body before reading the answer, get the
+    413 instead of a broken pipe; past that the connection is closed.
+    """
+    limit = body_limit()
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else 0
+    too_large = limit is not None and size > limit
+    chunks, read = [], 0
+    async for chunk in request.stream():
+        read += len(chunk)
+        too_large = too_large or (limit is not None and read > limit)
+        if not too_large:
+            chunks.append(chunk)
+        elif read > 4 * limit:
+            break
+    if too_large:
+        raise body_too_large(max(size, read))
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError as e:
+        raise BadInputError(f"The body is not JSON ({e}).") from None
+
+
 def register(app, studio: Studio = STUDIO) -> None:
     """Add the routes to the host's FastAPI app (``on_app_started(demo, app)``)."""
-    from fastapi import Body
+    from fastapi import Request
     from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
-    @app.post("/sadtalker/v1/generate", tags=["SadTalker"])
-    def generate_route(payload: dict = Body(...)):  # noqa: B008 (FastAPI's way)
+    async def generate_route(request):
         try:
-            return generate(payload, studio)
+            payload = await read_body(request)
+            return await run_in_threadpool(generate, payload, studio)
         except (SadTalkerError, OptionError) as e:
             code = status_of(e)
             (log.error if code >= 500 else log.info)("SadTalker API: %s", e)
-            return JSONResponse({"error": str(e), "type": type(e).__name__}, status_code=code)
+            return JSONResponse(error_json(e), status_code=code)
+
+    # the class itself, not the string that ``from __future__ import annotations`` would leave
+    # (FastAPI looks names up in the module, where Request is not imported)
+    generate_route.__annotations__ = {"request": Request}
+    app.post("/sadtalker/v1/generate", tags=["SadTalker"])(generate_route)
 
     @app.get("/sadtalker/v1/weights", tags=["SadTalker"])
     def weights_route():

@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import importlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,18 @@ log = logging.getLogger(__name__)
 SECTION = ("sadtalker", "SadTalker")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _local_lock = threading.Lock()
+
+# Settings of the HTTP API (api.py). Like A1111's own api_enable_requests, they are
+# ``restrict_api``: ``POST /sdapi/v1/options`` cannot change them, only the Settings page can.
+API_ALLOW_PATHS = "sadtalker_api_allow_paths"
+API_PATH_FOLDERS = "sadtalker_api_path_folders"
+API_MAX_REQUEST_MB = "sadtalker_api_max_request_mb"
+API_MAX_SECONDS = "sadtalker_api_max_seconds"
+# 50 MB of decoded files: a photo plus ~4 min of 16-bit 48 kHz stereo WAV (far more as MP3)
+API_DEFAULT_MAX_REQUEST_MB = 50
+# 10 min of speech (or reference video, or idle motion) = 15000 frames at 25 fps: over an hour
+# of rendering on a mid-range GPU already
+API_DEFAULT_MAX_SECONDS = 600
 
 
 def module(name: str):
@@ -87,16 +100,27 @@ def gpu_call(fn: Callable, extra_outputs: list | None = None) -> Callable:
 def job(name: str) -> Iterator[Any]:
     """Hold the host's queue lock with ``state.begin/end`` around a job (the HTTP API's route).
 
-    Yields the host state. Clears ``interrupted`` afterwards, as the host's own wrapper does.
+    Yields the host state. The stop flags are cleared before the job (an Interrupt that came
+    while no job ran, or one meant for the job before, does not stop this one; A1111's and
+    Forge's ``begin`` clear them too) and afterwards, as the host's own wrapper does.
     """
     with queue_lock():
         st = state()
+        _clear_stop_flags(st)
         st.begin(job=name)
         try:
             yield st
         finally:
             st.end()
-            st.interrupted = False
+            _clear_stop_flags(st)
+
+
+def _clear_stop_flags(st) -> None:
+    """Reset Interrupt / Skip / Stop-generating (``shared.state``) for the next job."""
+    st.interrupted = False
+    for flag in ("skipped", "stopping_generation"):
+        if hasattr(st, flag):
+            setattr(st, flag, False)
 
 
 def is_interrupted() -> bool:
@@ -111,6 +135,26 @@ def interrupt() -> None:
         st.interrupt()
     else:
         st.interrupted = True
+
+
+def api_path_folders() -> list[str]:
+    """Folders whose files API requests may name, as written in the setting (one per line or
+    separated by ``;``); [] while the setting "accept server paths" is off (the default)."""
+    allowed = opt(API_ALLOW_PATHS, False)
+    if not (allowed is True or str(allowed).strip().lower() in ("1", "true", "yes", "on")):
+        return []
+    return [f.strip() for f in re.split(r"[\r\n;]", str(opt(API_PATH_FOLDERS, ""))) if f.strip()]
+
+
+def api_limit(key: str, default: float) -> float | None:
+    """A numeric API limit setting; None (no limit) when set to 0 or less."""
+    value = opt(key, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        log.warning("SadTalker: setting %s=%r is not a number, using %s", key, value, default)
+        number = float(default)
+    return number if number > 0 else None
 
 
 def models_path() -> Path:
@@ -282,7 +326,38 @@ def add_settings() -> None:
         "sadtalker_keep_loaded": option_info(
             True, "Keep the SadTalker models loaded between clicks (off: release them after each)"
         ),
+        API_ALLOW_PATHS: option_info(
+            False,
+            "API: accept file paths on this server in /sadtalker/v1/generate (source_image, "
+            "driven_audio, ref_pose, ref_eyeblink), only inside the folders below; off: base64 "
+            "and data URLs only",
+        ),
+        API_PATH_FOLDERS: option_info(
+            "",
+            "API: folders whose files requests may name (one per line or separated by ;, "
+            "sub-folders included; symlinks leading out of them are refused)",
+            gr.Textbox,
+            {"lines": 3},
+        ),
+        API_MAX_REQUEST_MB: option_info(
+            API_DEFAULT_MAX_REQUEST_MB,
+            "API: largest request, in MB of decoded files (0: no limit)",
+            gr.Number,
+            {"precision": 0},
+        ),
+        API_MAX_SECONDS: option_info(
+            API_DEFAULT_MAX_SECONDS,
+            "API: longest driven audio, reference video or idle motion, in seconds (0: no limit)",
+            gr.Number,
+            {"precision": 0},
+        ),
     }
+    # Settings that decide which files are read or written: the Settings page only (A1111's
+    # /sdapi/v1/options refuses restrict_api options, as for its own api_enable_requests).
+    restricted = {"sadtalker_weights_dir", "sadtalker_results_dir"}
+    restricted |= {API_ALLOW_PATHS, API_PATH_FOLDERS, API_MAX_REQUEST_MB, API_MAX_SECONDS}
     for key, info in items.items():
         info.section = SECTION
+        if key in restricted:
+            info.restrict_api = True  # an attribute since A1111 1.6; older hosts ignore it
         shared.opts.add_option(key, info)

@@ -10,6 +10,7 @@ gradio_client and a headless Chromium, the API with urllib. Renders are tiny: 0.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import os
@@ -17,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -252,6 +254,10 @@ def test_tab_settings_and_weights(webui):
         "sadtalker_detector",
         "sadtalker_precision",
         "sadtalker_keep_loaded",
+        "sadtalker_api_allow_paths",
+        "sadtalker_api_path_folders",
+        "sadtalker_api_max_request_mb",
+        "sadtalker_api_max_seconds",
     }
     assert state["setting_sections"] == [str(("sadtalker", "SadTalker"))]
     status, report = webui.get("/sadtalker/v1/weights")
@@ -334,19 +340,25 @@ def test_http_api(webui, media):
 
     status, body = webui.post(
         "/sadtalker/v1/generate",
-        {"source_image": str(media["portrait"]), "driven_audio": b64["speech"], "pose": 1},
+        {"source_image": b64["portrait"], "driven_audio": b64["speech"], "pose": 1},
     )
     assert status == 400 and "Unknown option 'pose'" in body["error"]
+    no_face = base64.b64encode(media["no_face"].read_bytes()).decode()
     status, body = webui.post(
         "/sadtalker/v1/generate",
-        {"source_image": str(media["no_face"]), "driven_audio": str(media["speech"])},
+        {"source_image": f"data:image/png;base64,{no_face}", "driven_audio": b64["speech"]},
     )
     assert status == 422 and body["type"] == "NoFaceDetectedError", body
     status, body = webui.post(
         "/sadtalker/v1/generate",
-        {"source_image": str(media["portrait"]), "driven_audio": "bm90IGF1ZGlv"},
+        {"source_image": b64["portrait"], "driven_audio": "bm90IGF1ZGlv"},
     )
     assert status == 422 and body["type"] == "InvalidAudioError", body
+    status, body = webui.post(
+        "/sadtalker/v1/generate",
+        {"source_image": b64["portrait"], "driven_audio": "https://example.com/a.wav"},
+    )
+    assert status == 400 and "URLs are not fetched" in body["error"], body
     status, body = webui.post("/sadtalker/v1/generate", {"driven_audio": "x"})
     assert status == 400 and "source_image" in body["error"]
 
@@ -389,3 +401,201 @@ def test_browser(webui, media):
         browser.close()
     assert abs(duration - 0.4) < 0.05, duration
     assert "2 frames at 5 fps" in info
+
+
+# --- what the HTTP API may read, its limits, its queue ----------------------------------------
+
+GENERATE = "/sadtalker/v1/generate"
+FILE_FIELDS = ("source_image", "driven_audio", "ref_pose", "ref_eyeblink")
+
+
+@contextlib.contextmanager
+def _settings(webui: Webui, **values):
+    """Settings changed as on the Settings page for one test, then put back."""
+    before = webui.get("/sdapi/v1/options")[1]
+    assert webui.post("/stand-in/settings", values)[1] == values
+    try:
+        yield
+    finally:
+        webui.post("/stand-in/settings", {k: before[k] for k in values})
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _request(media, **fields) -> dict:
+    """A valid request (base64 inputs, 2 frames) with ``fields`` replaced."""
+    return {
+        "source_image": _b64(media["portrait"]),
+        "driven_audio": _b64(media["speech"]),
+        "fps": FPS,
+        **fields,
+    }
+
+
+def _clip(path: Path, frames: int) -> Path:
+    """A silent 64x64 video of ``frames`` frames at 25 fps (a reference video)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        for i in range(frames):
+            img = np.full((64, 64, 3), i * 20, np.uint8)
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(s.encode())
+    return path
+
+
+def test_api_reads_no_server_path_by_default(webui, media, tmp_path):
+    """Every file field: a server path is a 403 naming the setting, the same answer for a file
+    that exists and one that does not; /sdapi/v1/options cannot open paths (restrict_api)."""
+    missing = tmp_path / "missing.png"
+    for field in FILE_FIELDS:
+        answers = []
+        for path in (media["portrait"], missing):
+            status, body = webui.post(GENERATE, _request(media, **{field: str(path)}))
+            assert status == 403, body
+            answers.append(body)
+        assert answers[0] == answers[1], answers  # nothing tells the files apart
+        assert answers[0]["setting"] == "sadtalker_api_allow_paths"
+        assert (
+            f"'{field}'" in answers[0]["error"]
+            and "sadtalker_api_allow_paths" in answers[0]["error"]
+        )
+    webui.post(
+        "/sdapi/v1/options", {"sadtalker_api_allow_paths": True, "sadtalker_api_path_folders": "/"}
+    )
+    options = webui.get("/sdapi/v1/options")[1]
+    assert options["sadtalker_api_allow_paths"] is False, options
+    assert options["sadtalker_api_path_folders"] == ""
+    status, body = webui.post(GENERATE, _request(media, source_image=str(media["portrait"])))
+    assert status == 403, body
+
+
+def test_api_reads_paths_only_inside_the_listed_folders(webui, media, tmp_path):
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    shutil.copy(media["portrait"], allowed / "face.png")
+    shutil.copy(media["speech"], allowed / "speech.wav")
+    shutil.copy(media["speech"], outside / "secret.wav")
+    (allowed / "link.wav").symlink_to(outside / "secret.wav")  # a file link leading out
+    (allowed / "out").symlink_to(outside, target_is_directory=True)  # a folder link leading out
+    folders = f"{allowed}\n{tmp_path / 'elsewhere'}"
+    with _settings(webui, sadtalker_api_allow_paths=True, sadtalker_api_path_folders=folders):
+        refused = {
+            "dot-dot": f"{allowed}/../outside/secret.wav",
+            "dot-dot, missing": f"{allowed}/../outside/nothing.wav",
+            "file link": str(allowed / "link.wav"),
+            "folder link": str(allowed / "out" / "secret.wav"),
+            "folder link, missing": str(allowed / "out" / "nothing.wav"),
+            "outside": str(outside / "secret.wav"),
+            "relative": "../../../../../../etc/passwd",
+        }
+        errors = set()
+        for case, value in refused.items():
+            for field in ("driven_audio", "ref_eyeblink"):
+                status, body = webui.post(GENERATE, _request(media, **{field: value}))
+                assert status == 403, (case, body)
+                assert body["setting"] == "sadtalker_api_path_folders", (case, body)
+                errors.add(body["error"].replace(repr(value), "<value>").replace(field, "<f>"))
+        assert len(errors) == 1, errors  # one answer, whether the file exists or not
+        assert "sadtalker_api_path_folders" in errors.pop()
+
+        status, body = webui.post(
+            GENERATE, _request(media, driven_audio=str(allowed / "nothing.wav"))
+        )
+        assert status == 400 and "there is no file" in body["error"], body
+
+        status, body = webui.post(
+            GENERATE,
+            _request(
+                media,
+                source_image=str(allowed / "face.png"),
+                driven_audio=f"{allowed}/sub/../speech.wav",  # '..' that stays inside
+            ),
+        )
+        assert status == 200, body
+        assert (body["frames"], body["fps"]) == (2, 5.0)  # 0.4 s * 5 fps
+        assert Path(body["path"]).name.endswith("_face.mp4")
+
+
+def test_api_limits_request_size_and_duration(webui, media, tmp_path):
+    """413 naming the limit and its setting: decoded files, the body, audio, reference video
+    and idle motion; nothing is rendered."""
+    portrait_mb = media["portrait"].stat().st_size / 2**20  # 0.23 MB
+    with _settings(webui, sadtalker_api_max_request_mb=0.1):
+        status, body = webui.post(GENERATE, _request(media))
+        assert status == 413 and body["setting"] == "sadtalker_api_max_request_mb", body
+        assert f"decode to {portrait_mb:.1f} MB; the limit is 0.1 MB" in body["error"]
+        # a body far past the limit (0.1 MB * 3/2 as base64 + 1 MB of JSON) is not read
+        status, body = webui.post(GENERATE, _request(media, driven_audio="A" * (2 << 20)))
+        assert status == 413 and body["setting"] == "sadtalker_api_max_request_mb", body
+        assert "its files may decode to 0.1 MB at most" in body["error"], body
+
+    reference = _b64(_clip(tmp_path / "ref.mp4", 10))  # 10 frames / 25 fps = 0.4 s
+    short = _b64(_speech(tmp_path / "short.wav", 0.2))
+    with _settings(webui, sadtalker_api_max_seconds=0.3):
+        for field, fields in {
+            "driven_audio": {},  # 0.4 s of speech
+            "ref_pose": {"driven_audio": short, "ref_pose": reference},
+            "ref_eyeblink": {"driven_audio": short, "ref_eyeblink": reference},
+            "idle_seconds": {"driven_audio": None, "idle_seconds": 1},
+        }.items():
+            status, body = webui.post(GENERATE, _request(media, **fields))
+            assert status == 413 and body["setting"] == "sadtalker_api_max_seconds", body
+            assert f"'{field}' lasts longer than the limit of 0.3 s" in body["error"], body
+
+
+def _post_in_thread(webui: Webui, body: dict) -> tuple[threading.Thread, list]:
+    answer: list = []
+    thread = threading.Thread(target=lambda: answer.append(webui.post(GENERATE, body)))
+    thread.start()
+    return thread, answer
+
+
+def _jobs(webui: Webui, start: int) -> list[str]:
+    """The host's "Starting job" / "Ending job" lines logged since ``start`` (characters)."""
+    text = webui.log.read_text()[start:]
+    return [ln.split(" INFO ")[-1].split(" (")[0] for ln in text.splitlines() if " job " in ln]
+
+
+def test_api_two_requests_queue_and_both_finish(webui, media):
+    mark = len(webui.log.read_text())
+    runs = [_post_in_thread(webui, _request(media, seed=seed)) for seed in (1, 2)]
+    for thread, _ in runs:
+        thread.join(600)
+    answers = [answer[0] for _, answer in runs]
+    assert [status for status, _ in answers] == [200, 200], answers
+    assert [body["frames"] for _, body in answers] == [2, 2]
+    assert answers[0][1]["path"] != answers[1][1]["path"]
+    # one after the other under the host's queue lock, never interleaved
+    assert _jobs(webui, mark) == ["Starting job sadtalker-api", "Ending job sadtalker-api"] * 2
+
+
+def test_api_interrupt_leaves_the_next_request_unaffected(webui, media):
+    """An Interrupt while idle does not stop the next job; one during a render stops only that
+    job (409, no file) and the request queued behind it renders."""
+    before = webui.results()
+    webui.post("/sdapi/v1/interrupt", {})
+    assert webui.state()["interrupted"] is True
+    long = _request(media, driven_audio=_b64(media["long_speech"]), batch_size=1)
+    first, first_answer = _post_in_thread(webui, long)  # 2 s * 5 fps = 10 frames, one a batch
+    deadline = time.time() + 300
+    while not str(webui.state()["textinfo"]).startswith("SadTalker: render"):
+        assert time.time() < deadline and first.is_alive(), first_answer
+        time.sleep(0.2)
+    second, second_answer = _post_in_thread(webui, _request(media))
+    time.sleep(1)  # the second request waits for the queue lock
+    webui.post("/sdapi/v1/interrupt", {})
+    first.join(600)
+    second.join(600)
+    status, body = first_answer[0]
+    assert status == 409 and "Interrupted: no video was written" in body["error"], body
+    status, body = second_answer[0]
+    assert status == 200 and body["frames"] == 2, body
+    assert webui.results() == sorted([*before, Path(body["path"])])
+    assert webui.state()["interrupted"] is False

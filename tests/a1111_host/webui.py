@@ -5,8 +5,10 @@
 Loads ``<extension>/scripts/*.py`` with the extension folder on ``sys.path`` only during the
 import (``modules/scripts.py``), runs the settings and ui_tabs callbacks, renders every tab in a
 ``gr.Tabs`` (``modules/ui.py``), enables the queue, launches on 127.0.0.1 without blocking, then
-runs the app_started callbacks (``webui.py``) and adds ``/sdapi/v1/interrupt``. Test-only route:
-``GET /stand-in/state`` (the host state, the tab's pipeline count, the number of network loads).
+runs the app_started callbacks (``webui.py``) and adds ``/sdapi/v1/interrupt`` and
+``/sdapi/v1/options`` (GET; POST sets only options without ``restrict_api``). Test-only routes:
+``GET /stand-in/state`` (the host state, the tab's pipeline count, the number of network loads),
+``POST /stand-in/settings`` (the Settings page's Apply: any option).
 Prints ``READY <url>`` when serving.
 """
 
@@ -47,6 +49,7 @@ def main() -> None:
     extension, port = Path(sys.argv[1]), int(sys.argv[2])
     logging.getLogger().addHandler(LoadCounter())
     import gradio as gr
+    from fastapi import Body
     from modules import paths, script_callbacks, shared  # noqa: F401  (paths: pickle checker)
 
     load_scripts(extension)
@@ -73,6 +76,22 @@ def main() -> None:
     def interrupt():
         shared.state.interrupt()
         return {}
+
+    @app.get("/sdapi/v1/options")
+    def get_config():
+        return {k: getattr(shared.opts, k) for k in shared.opts.data_labels}
+
+    @app.post("/sdapi/v1/options")
+    def set_config(req: dict = Body(...)):  # noqa: B008 (FastAPI's way)
+        for k, v in req.items():
+            shared.opts.set(k, v, is_api=True)
+
+    @app.post("/stand-in/settings")
+    def apply_settings(req: dict = Body(...)):  # noqa: B008
+        """The Settings page's "Apply settings" (not restricted like /sdapi/v1/options)."""
+        for k, v in req.items():
+            shared.opts.set(k, v)
+        return {k: getattr(shared.opts, k) for k in req}
 
     @app.get("/stand-in/state")
     def state():

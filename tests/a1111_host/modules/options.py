@@ -58,5 +58,13 @@ class Options:
             self.data[key] = info.default
 
     def set(self, key, value, is_api=False, run_callbacks=True):
-        self.data[key] = value
+        """A1111: False when unchanged, not saved, or ``restrict_api`` and set through the API."""
+        if self.data.get(key, None) == value:
+            return False
+        option = self.data_labels[key]
+        if option.do_not_save:
+            return False
+        if is_api and option.restrict_api:
+            return False
+        setattr(self, key, value)
         return True
