@@ -3,6 +3,7 @@ model, A1111's pickle checker, keep/offload/release after a run."""
 
 from __future__ import annotations
 
+import base64
 import sys
 import types
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sadtalker_webui import host  # noqa: E402
+from sadtalker_webui import api, host  # noqa: E402
 from sadtalker_webui.studio import Studio  # noqa: E402
 
 
@@ -115,3 +116,58 @@ def test_after_run_keeps_offloads_or_releases(monkeypatch, keep, moved_host_mode
     assert pipe.calls == expected
     assert gave_back == ([1] if moved_host_model else [])
     assert (studio._pipe is None) == (not keep)
+
+
+def test_api_tells_paths_from_base64():
+    """Decided from the text alone: base64 of a known format, or without a path separator, is
+    data; anything else short is a path (and then goes through the path settings)."""
+    cases = {
+        base64.b64encode(b"\x89PNG\r\n" + bytes(16)).decode(): False,
+        base64.b64encode(b"\xff\xd8\xff" + bytes(16)).decode(): False,  # "/9j/...": a JPEG
+        "bm90IGF1ZGlv": False,  # "not audio": base64, its decoder says what is wrong
+        "/tmp/abc": True,  # valid base64 too, but no known format and a separator
+        "speech.wav": True,
+        r"C:\media\face.png": True,
+        "~/face.png": True,
+    }
+    for value, is_path in cases.items():
+        assert api._is_path(value, api._b64(value)) is is_path, value
+
+
+def test_api_server_path_rules(monkeypatch, tmp_path):
+    settings = {}
+    monkeypatch.setattr(host, "opt", lambda key, default=None: settings.get(key, default))
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (data / "sub" / "a.wav").write_bytes(b"RIFF")
+    (outside / "b.wav").write_bytes(b"RIFF")
+    (data / "out.wav").symlink_to(outside / "b.wav")
+    (tmp_path / "data_link").symlink_to(data, target_is_directory=True)
+    (outside / "in.wav").symlink_to(data / "sub" / "a.wav")
+
+    with pytest.raises(api.ForbiddenInputError, match="sadtalker_api_allow_paths") as e:
+        api.server_path("driven_audio", str(data / "sub" / "a.wav"))  # off by default
+    assert e.value.setting == "sadtalker_api_allow_paths"
+    settings["sadtalker_api_allow_paths"] = "false"  # a string from a hand-edited config.json
+    with pytest.raises(api.ForbiddenInputError):
+        api.server_path("driven_audio", str(data / "sub" / "a.wav"))
+
+    settings.update(sadtalker_api_allow_paths=True, sadtalker_api_path_folders=f"{tmp_path}/x;")
+    settings["sadtalker_api_path_folders"] += str(tmp_path / "data_link")  # listed via a link
+    real = str((data / "sub" / "a.wav").resolve())
+    assert api.server_path("driven_audio", str(data / "sub" / "a.wav")) == real
+    assert api.server_path("driven_audio", f"{tmp_path}/data_link/sub/../sub/a.wav") == real
+    for refused in (
+        data / "out.wav",  # a link inside pointing out
+        outside / "in.wav",  # outside, even where it leads inside
+        outside / "missing.wav",
+        f"{data}/../outside/b.wav",
+        f"{data}/sub/../../outside/b.wav",
+    ):
+        with pytest.raises(api.ForbiddenInputError, match="sadtalker_api_path_folders"):
+            api.server_path("driven_audio", str(refused))
+    with pytest.raises(api.BadInputError, match="there is no file"):
+        api.server_path("driven_audio", str(data / "sub" / "missing.wav"))
+    with pytest.raises(api.BadInputError, match="there is no file"):
+        api.server_path("driven_audio", str(data / "sub"))  # a folder
