@@ -15,5 +15,10 @@ except ImportError:
     __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 else:
     from .nodes import comfy_entrypoint
+    from .sadtalker_core.io.video import discard_partials_on_signals
+
+    # ComfyUI dies on SIGTERM without Python's exit handlers: a render in progress must not
+    # leave its partial .mp4 in output/ (custom nodes are imported on the main thread)
+    discard_partials_on_signals()
 
     __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

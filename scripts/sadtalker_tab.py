@@ -64,6 +64,11 @@ def on_ui_settings():
 def on_app_started(demo, app):
     if _import_error is None:
         api.register(app)
+        # SIGTERM kills the webui without Python's exit handlers, and its Ctrl-C handler leaves
+        # through os._exit: a render in progress must not leave its partial .mp4 behind
+        from sadtalker_core.io.video import discard_partials_on_signals
+
+        discard_partials_on_signals()
 
 
 script_callbacks.on_ui_tabs(on_ui_tabs)

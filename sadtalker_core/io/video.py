@@ -135,6 +135,7 @@ class VideoWriter:
         self.fps = Fraction(fps).limit_denominator(1001)
         self.crf, self.preset = int(crf), preset
         self.frames_written = 0
+        self.tmp.touch()  # FFmpeg creates the file with its first packet; it is ours from now on
         self._container = av.open(str(self.tmp), mode="w", format="mp4")
         with _PARTIALS_LOCK:
             _PARTIALS.add(self.tmp)
