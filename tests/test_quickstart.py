@@ -8,8 +8,10 @@ Python) and the example's speech is a 0.05 s clip (``SADTALKER_EXAMPLE_AUDIO``):
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -92,3 +94,54 @@ def test_cpu_torch_with_the_index_unreachable_says_so(weights_dir, tmp_path):
     assert "https://download.pytorch.org/whl/cpu" in proc.stderr, shown
     assert "--cuda-torch" in proc.stderr, shown
     assert "==> [2/4]" not in proc.stdout, shown
+
+
+def test_cpu_index_unreachable_fails_fast_and_says_the_size_of_the_cuda_build(
+    weights_dir, tmp_path
+):
+    """No GPU and no --cpu-torch: one short try of the CPU-only index, then the size of the
+    larger build is said before it is installed (here PyPI is unreachable too: exit 1)."""
+    clone = clone_with_weights(tmp_path / "fresh", weights_dir, names=())
+    started = time.monotonic()
+    proc = _quickstart(clone, PYTHON=sys.executable, PATH=_path_without_nvidia_smi(tmp_path))
+    shown = proc.stdout + proc.stderr
+    assert proc.returncode == 1, shown
+    assert "cannot be reached (one 5 s try)" in proc.stderr, shown
+    announced = proc.stdout.index("the CUDA build, about 6 GB more")
+    assert "6.5 GB instead of 1.2 GB" in proc.stdout[announced:], shown
+    assert proc.stderr.count("Retrying") <= 2, shown  # not pip's five retries per request
+    assert time.monotonic() - started < 120, shown
+
+
+def test_offline_without_a_face_detector_gives_the_dlib_command(weights_dir, tmp_path):
+    """The SadTalker files are there but no detector can be had offline (dlib made
+    unimportable): the last line says what to install."""
+    clone = clone_with_weights(tmp_path / "fresh", weights_dir)
+    hide = tmp_path / "no_dlib"
+    (hide / "dlib").mkdir(parents=True)
+    (hide / "dlib" / "__init__.py").write_text("raise ImportError('dlib hidden by the test')\n")
+    (hide / "face_alignment").mkdir()
+    (hide / "face_alignment" / "__init__.py").write_text("raise ImportError('hidden')\n")
+    proc = _quickstart(
+        clone,
+        SADTALKER_SKIP_INSTALL="1",
+        PYTHON=sys.executable,
+        PYTHONPATH=str(hide),
+        SADTALKER_EXAMPLE_AUDIO=str(_short_speech(clone)),
+    )
+    shown = proc.stdout + proc.stderr
+    assert proc.returncode == 2, shown
+    assert "Face detectors ready: none" in proc.stdout, shown
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.endswith(f"{sys.executable} -m pip install dlib-bin face-recognition-models"), shown
+    assert not (clone / "results").exists()
+
+
+def _path_without_nvidia_smi(tmp_path: Path) -> str:
+    """PATH with a stand-in nvidia-smi that finds no GPU first (the auto choice: CPU torch)."""
+    bin_dir = tmp_path / "no_gpu_bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nexit 9\n")
+    fake.chmod(0o755)
+    return os.pathsep.join([str(bin_dir), os.environ["PATH"]])
