@@ -152,8 +152,17 @@ class StreamingResampler:
         >>> out = [rs.push(chunk) for chunk in chunks] + [rs.finish()]
     """
 
-    def __init__(self, sr_in: int, sr_out: int = 16000, spec: SincFilter = KAISER_BEST) -> None:
+    def __init__(
+        self,
+        sr_in: int,
+        sr_out: int = 16000,
+        spec: SincFilter = KAISER_BEST,
+        min_batch: int = _MIN_BATCH,
+    ) -> None:
+        """``min_batch``: input samples gathered before outputs are computed (1 for live audio:
+        every push returns what it completes; the outputs are the same)."""
         sr_in, sr_out = int(sr_in), int(sr_out)
+        self._min_batch = max(1, int(min_batch))
         if sr_in <= 0 or sr_out <= 0:
             raise ValueError(f"Sample rates must be positive, got {sr_in} -> {sr_out} Hz.")
         self.sr_in, self.sr_out = sr_in, sr_out
@@ -192,7 +201,7 @@ class StreamingResampler:
             self._n_out += out.shape[0]
             return out
         self._buf = np.concatenate([self._buf, chunk.astype(np.float32, copy=False)])
-        if self._buf.shape[0] < _MIN_BATCH:
+        if self._buf.shape[0] < self._min_batch:
             return np.zeros(0, np.float32)  # wait for more input: per-call costs dominate
         return self._emit(self._kernel.ready(self._n_in))
 

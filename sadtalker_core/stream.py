@@ -1,0 +1,779 @@
+"""Live: frames of the talking head while the speech is still arriving.
+
+:class:`CoeffStream` is the coefficient stage fed piece by piece; :func:`stream_frames` renders
+its rows batch by batch (``SadTalkerPipeline.stream``). Each output is emitted as soon as it is
+*final*: no later audio can change it. The streamed clip is the offline clip
+(:func:`~sadtalker_core.coeffs.generate.generate_coeffs` + ``iter_frames``) of the same audio,
+with the exceptions listed under *Equality* below.
+
+Lookahead (what the networks need past a frame before it can be computed, at 25 fps):
+
+- mel window: frame i reads mel frames up to ``trunc(3.2 (i - 2)) + 15``, whose STFT reaches
+  92.5 ms (2.3 frames) past the frame's end, plus up to half a frame (20 ms) because the clip's
+  last frame is rounded (``round(duration * fps)``): 112.5 ms (:data:`MEL_LOOKAHEAD_MS`);
+- ExpNet: none (frames are independent);
+- blinks: a blink is known once the frame after it has arrived (it is dropped when it would
+  reach the clip's last frame), at most 6 frames;
+- PoseVAE: its decoder reads a whole 32-frame chunk at once, and the Savitzky-Golay smoothing
+  6 frames on either side: a frame waits for the chunk holding the frame 6 later, i.e. 6 to 37
+  frames;
+- renderer: MappingNet reads 13 frames on either side (:data:`RENDER_RADIUS`).
+
+So the first frame needs 33 frames of speech (1.32 s) plus 112.5 ms, and each frame waits
+19 to 50 frames (0.76 to 2.0 s) plus 112.5 ms of speech past itself; with ``still`` (no
+PoseVAE) it is 13 frames + 112.5 ms = 632.5 ms for every frame (:func:`lookahead_ms`).
+
+Equality with the offline clip, same seed and same audio:
+
+- exact (bit for bit) in the waveform at 16 kHz, the mel windows, the blink schedule (clips of
+  5.6 s or more, see below), the PoseVAE latents, the pose smoothing, the frame-rate
+  resampling, the frame count and the audio track; the renderer runs on the offline clip's
+  batches (multiples of ``batch_size`` from frame 0), so equal rows give equal frames;
+- to float rounding: other input rates go through the streaming form of the official
+  resampler (within 1e-7 of the one-pass result), and ExpNet / the PoseVAE decoder run on
+  other batch compositions than offline, which changes float32 summation order: coefficients
+  agree within :data:`COEFF_TOLERANCE`, frames within :data:`FRAME_TOLERANCE` levels;
+- the random blink schedule of the official code depends on the clip length when the clip is
+  shorter than 140 frames (its gaps are drawn from ``[10, T // 2)``, no blinks at all up to 20
+  frames). A stream cannot know its length in advance, so it always draws the long-clip gaps
+  ``[10, 70)``: streams shorter than 5.6 s blink at other times than their offline clip (only
+  the blink frames differ). ``blink=False`` or ``ref_eyeblink`` make short streams equal too;
+- the coefficient stage refuses silent audio offline; a stream cannot wait for the end to
+  decide, so silence streams (the mouth stays closed);
+- not supported in a stream: idle mode and ``input_yaw/pitch/roll`` (their keyframes are spread
+  over the whole clip) raise :class:`~sadtalker_core.errors.OptionError`; the compiled decoder
+  (``compile='auto'`` renders eagerly; ``'on'`` compiles).
+
+Memory is bounded in the clip length except for the coefficient rows (about 150 floats per
+frame, 15 KB per second of speech): audio, mel frames, PoseVAE features and the renderer's rows
+are dropped once no future frame needs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .coeffs.audio2exp import predict_expression
+from .coeffs.audio2pose import smooth_pose
+from .coeffs.blink import BLINK_MAX_GAP, BLINK_MIN_GAP, BLINK_SHAPE
+from .coeffs.generate import (
+    EXP_DIM,
+    MODEL_FPS,
+    POSE_SLICE,
+    CoeffModels,
+    _reference_rows,
+    frame_counts,
+    source_row,
+    tile_rows,
+)
+from .coeffs.mel import DEFAULT_MEL, melspectrogram
+from .config import CoeffConfig, PipelineConfig
+from .devices import reused_cpu_memory
+from .errors import InvalidAudioError, OptionError
+from .io.audio import TARGET_RATE, _pcm_to_float, _to_numpy
+from .io.resample import StreamingResampler
+from .progress import ShouldCancel, check_cancel
+from .render import compiled
+from .render.infer import (
+    SEMANTIC_RADIUS,
+    _precision,
+    driving_sequence,
+    output_size,
+    resize_frames,
+    source_tensor,
+    to_uint8,
+)
+from .render.motion import transform_keypoints
+from .types import Face
+
+if TYPE_CHECKING:
+    from .pipeline import SadTalkerPipeline
+
+log = logging.getLogger(__name__)
+
+MEL_LOOKAHEAD_MS = 112.5  # speech past a frame's end its mel window needs (incl. rounding)
+RENDER_RADIUS = SEMANTIC_RADIUS  # frames of coefficients the renderer reads on either side
+POSE_CHUNK = 32  # frames the PoseVAE decodes at once
+SMOOTH_RADIUS = 6  # half of the 13-frame Savitzky-Golay window
+COEFF_TOLERANCE = 1e-4  # max |streamed - offline| coefficient (float32 batch-order rounding)
+FRAME_TOLERANCE = 2  # max |streamed - offline| frame level (0..255) from that rounding
+BLINK_LONG_CLIP = 2 * BLINK_MAX_GAP  # 140 frames: from here the offline gaps are [10, 70)
+_HOP = DEFAULT_MEL.hop  # 200 samples per mel frame
+_HALF_FFT = DEFAULT_MEL.n_fft // 2  # 400: the STFT reaches this far past a mel frame's centre
+_MAX_CHANNELS = 16
+_PREFIX_FRAMES = 3  # mel frames recomputed before a piece (its first sample lacks pre-emphasis)
+
+Chunk = Any  # (samples, rate) or samples; samples: (n,) or (n, channels), float or integer PCM
+
+
+def _window_start(i: np.ndarray | int) -> np.ndarray:
+    """First mel frame of model frame i's window, before clamping (``mel.window_starts``)."""
+    i = np.asarray(i, dtype=np.float64)
+    return np.trunc(DEFAULT_MEL.mel_fps * ((i - 2) / float(DEFAULT_MEL.fps))).astype(np.int64)
+
+
+def lookahead_ms(still: bool = False) -> tuple[float, float]:
+    """(least, most) speech in ms past a frame's end before that frame can be rendered, at 25
+    fps: ``still`` 632.5 ms for every frame, else 872.5 to 2112.5 ms (see the module text)."""
+    frame_ms = 1000.0 / MODEL_FPS
+    if still:
+        ms = RENDER_RADIUS * frame_ms + MEL_LOOKAHEAD_MS
+        return ms, ms
+    least = (RENDER_RADIUS + SMOOTH_RADIUS) * frame_ms + MEL_LOOKAHEAD_MS
+    return least, least + (POSE_CHUNK - 1) * frame_ms
+
+
+@dataclass(frozen=True)
+class StreamBatch:
+    """Consecutive frames of a stream and the speech they show.
+
+    Attributes:
+        frames: (B, H, W, 3) uint8 RGB, as ``SadTalkerPipeline.iter_frames`` yields them.
+        start: index of the first frame in the clip.
+        fps: frame rate.
+        audio: (n,) float32 16 kHz output audio of frames ``start .. start + B``: all batches'
+            audio together is the offline clip's audio track (``Coeffs.audio``).
+        final: True for the clip's last batch.
+    """
+
+    frames: np.ndarray
+    start: int
+    fps: float
+    audio: np.ndarray
+    final: bool
+
+    @property
+    def stop(self) -> int:
+        return self.start + int(self.frames.shape[0])
+
+    @property
+    def t0(self) -> float:
+        """Seconds from the clip start to the first frame."""
+        return self.start / self.fps
+
+    @property
+    def t1(self) -> float:
+        """Seconds from the clip start to the end of the last frame."""
+        return self.stop / self.fps
+
+
+def check_stream_config(cfg: CoeffConfig) -> None:
+    """Refuse coefficient options a stream cannot honour.
+
+    Raises:
+        OptionError: idle mode, or ``input_yaw/pitch/roll`` keyframes.
+    """
+    if cfg.idle_seconds is not None:
+        raise OptionError(
+            "idle_seconds does not apply to a stream: a stream is driven by the speech it "
+            "receives. Send silence for idle motion, or render idle clips offline."
+        )
+    for axis in ("yaw", "pitch", "roll"):
+        if getattr(cfg, f"input_{axis}"):
+            raise OptionError(
+                f"input_{axis} is not supported in a stream: its keyframes are spread over the "
+                "whole clip, whose length a stream does not know. Leave it empty, or render "
+                "offline."
+            )
+
+
+class _Tail:
+    """A growing 1-D/2-D sequence that forgets its head: global indices, bounded memory."""
+
+    def __init__(self, width: int | None = None, dtype=np.float32):
+        shape = (0,) if width is None else (0, width)
+        self.data = np.zeros(shape, dtype)
+        self.start = 0  # global index of data[0]
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.data.shape[0]
+
+    def append(self, x: np.ndarray) -> None:
+        if x.shape[0]:
+            self.data = np.concatenate([self.data, x.astype(self.data.dtype, copy=False)])
+
+    def get(self, a: int, b: int) -> np.ndarray:
+        if a < self.start or b > self.stop:
+            raise IndexError(f"[{a}, {b}) outside the kept [{self.start}, {self.stop})")
+        return self.data[a - self.start : b - self.start]
+
+    def forget_before(self, index: int) -> None:
+        cut = min(max(index, self.start), self.stop) - self.start
+        if cut > 0:
+            self.data = self.data[cut:].copy()
+            self.start += cut
+
+
+class CoeffStream:
+    """The coefficient stage, fed speech piece by piece: returns each row once it is final.
+
+    ``push`` and ``finish`` return the (k, 70) float32 rows at ``config.fps`` that became final;
+    all of them together equal ``generate_coeffs`` of the whole audio (see the module text for
+    the tolerance and the short-clip blink rule). ``audio(a, b)`` gives the output audio
+    samples.
+
+    Args:
+        face: the source :class:`Face` or its (70,) / (73,) coefficient row.
+        sample_rate: Hz of the pushed samples (any rate; resampled to 16 kHz as officially).
+        config: coefficient options (``check_stream_config`` rules apply).
+        models: the loaded coefficient networks.
+        ref_eyeblink, ref_pose: reference-video rows as for ``generate_coeffs``.
+        step_frames: the networks run once at least this many new 25 fps frames of speech have
+            arrived (and at the end): each network call has a fixed cost (about 0.1 s on a CPU),
+            so steps of a few frames trade that much latency for throughput. Values are the
+            same for every step.
+
+    Raises:
+        OptionError: options a stream cannot honour.
+        ValueError: a non-positive sample rate.
+    """
+
+    def __init__(
+        self,
+        face: Face | np.ndarray,
+        sample_rate: int,
+        config: CoeffConfig | None = None,
+        *,
+        models: CoeffModels,
+        ref_eyeblink: np.ndarray | None = None,
+        ref_pose: np.ndarray | None = None,
+        step_frames: int = 1,
+    ):
+        cfg = config or CoeffConfig()
+        check_stream_config(cfg)
+        if int(sample_rate) <= 0:
+            raise ValueError(f"The sample rate must be a positive integer, got {sample_rate}.")
+        self.cfg, self.models = cfg, models
+        self.fps = float(cfg.fps)
+        self.sample_rate = int(sample_rate)
+        src = source_row(face)
+        self._src_exp, self._src_pose = src[:EXP_DIM], src[POSE_SLICE]
+        self._blink_rows = (
+            None if ref_eyeblink is None else _reference_rows(ref_eyeblink, "ref_eyeblink", EXP_DIM)
+        )
+        self._pose_rows = None if ref_pose is None else _reference_rows(ref_pose, "ref_pose", 70)
+        self._resampler = (
+            None
+            if self.sample_rate == TARGET_RATE
+            else StreamingResampler(
+                self.sample_rate, TARGET_RATE, min_batch=self.sample_rate // 100
+            )
+        )  # resampled every 10 ms of input at least (per-call costs of tiny chunks)
+        self._step = max(1, int(step_frames)) * (TARGET_RATE // MODEL_FPS)  # in 16 kHz samples
+        self._advanced_at = 0  # 16 kHz samples held at the last network step
+        self._n_src = 0  # source samples received
+        self._wav = _Tail()  # 16 kHz waveform (the resampler's final outputs)
+        self._mel = _Tail(DEFAULT_MEL.n_mels)  # final mel frames
+        self._exp = _Tail(EXP_DIM)  # expression rows at 25 fps (scaled)
+        self._raw_pose = _Tail(6)  # unsmoothed pose at 25 fps
+        self._pose = _Tail(6)  # final pose at 25 fps
+        self._rows = _Tail(70)  # rows at 25 fps
+        self._feats: torch.Tensor | None = None  # PoseVAE audio features, frames _feat_start..
+        self._feat_start = 1
+        self._feat_stop = 1
+        self._chunks = 0  # full PoseVAE chunks decoded
+        self._latents = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
+        self._blink_starts = np.zeros(0, np.int64)
+        self._out_done = 0  # output rows returned
+        self._audio_done = 0  # output audio samples handed out
+        self._finished = False
+        self.out_frames: int | None = None  # T, known after finish()
+        self.model_frames: int | None = None
+        self.audio_samples: int | None = None
+
+    # ---- lengths
+    def _lengths(self) -> tuple[int, int, int, int]:
+        """(t_out, t_model, n_out, model_len): final after finish(), else the least they can be
+        (more audio only makes them larger)."""
+        duration = self._n_src / self.sample_rate
+        t_out = int(math.floor(duration * self.fps + 0.5))
+        if t_out < 1:
+            return 0, 0, 0, 0
+        t_out, t_model = frame_counts(duration, self.fps)
+        n_out = int(round(t_out * TARGET_RATE / self.fps))
+        model_len = int(t_model * (TARGET_RATE / MODEL_FPS))  # crop_or_pad's length
+        return t_out, t_model, n_out, model_len
+
+    # ---- input
+    def push(self, samples: Any) -> np.ndarray:
+        """Add speech: (n,) or (n, channels) float or integer PCM at ``sample_rate``.
+
+        Returns:
+            (k, 70) float32 output rows that became final (k may be 0).
+
+        Raises:
+            InvalidAudioError: NaN/inf samples or more than 16 channels.
+            RuntimeError: after ``finish()``.
+        """
+        if self._finished:
+            raise RuntimeError("CoeffStream.push after finish().")
+        x = _pcm_to_float(_to_numpy(samples))
+        if x.ndim == 2 and 1 <= x.shape[1] <= _MAX_CHANNELS:
+            x = x.mean(axis=1, dtype=np.float32)  # (n, channels) -> (n,), as load_audio
+        if x.ndim != 1:
+            raise InvalidAudioError(
+                f"An audio chunk must be (n,) mono or (n, channels) interleaved with at most "
+                f"{_MAX_CHANNELS} channels, got shape {x.shape}."
+            )
+        if not np.isfinite(x).all():
+            raise InvalidAudioError("An audio chunk holds NaN or infinite samples.")
+        if x.shape[0] == 0:
+            return np.zeros((0, 70), np.float32)
+        self._n_src += x.shape[0]
+        self._wav.append(x if self._resampler is None else self._resampler.push(x))
+        if self._wav.stop - self._advanced_at < self._step:
+            return np.zeros((0, 70), np.float32)
+        self._advanced_at = self._wav.stop
+        return self._advance()
+
+    def finish(self) -> np.ndarray:
+        """The end of the speech: returns the remaining rows.
+
+        Raises:
+            InvalidAudioError: less than one frame of speech in all.
+        """
+        if self._finished:
+            raise RuntimeError("CoeffStream.finish called twice.")
+        t_out, t_model, n_out, model_len = self._lengths()
+        if t_out < 1:
+            raise InvalidAudioError(
+                f"The stream held {self._n_src / self.sample_rate:.3f} s of audio, shorter "
+                f"than one video frame ({1.0 / self.fps:.3f} s at {self.fps:g} fps)."
+            )
+        self._finished = True
+        if self._resampler is not None:
+            self._wav.append(self._resampler.finish())
+        self.out_frames, self.model_frames, self.audio_samples = t_out, t_model, n_out
+        return self._advance()
+
+    def audio(self, a: int, b: int) -> np.ndarray:
+        """Output audio samples [a, b) at 16 kHz (the offline ``Coeffs.audio``), float32;
+        request in increasing order (earlier samples are forgotten)."""
+        stop = self._wav.stop
+        have = self._wav.get(min(a, stop), min(b, stop))
+        out = np.concatenate([have, np.zeros(max(0, b - max(a, stop)), np.float32)])
+        self._audio_done = b
+        self._forget()
+        return out
+
+    # ---- the stage, step by step
+    def _advance(self) -> np.ndarray:
+        t_out, t_model, n_out, model_len = self._lengths()
+        if t_out < 1:
+            return np.zeros((0, 70), np.float32)
+        self._extend_mel(n_out, model_len)
+        windows_final = self._windows_final(t_model)
+        self._run_expnet(windows_final, t_model)
+        self._run_pose(windows_final, t_model)
+        self._join_rows()
+        rows = self._output_rows(t_out, t_model)
+        self._forget()
+        return rows
+
+    def _model_sample(self, a: int, b: int, n_out: int, model_len: int) -> np.ndarray:
+        """The offline model waveform [a, b): output audio cut/padded to ``model_len``."""
+        x = np.zeros(b - a, np.float32)
+        real = min(b, n_out, model_len, self._wav.stop)
+        if real > a:
+            x[: real - a] = self._wav.get(a, real)
+        return x
+
+    def _extend_mel(self, n_out: int, model_len: int) -> None:
+        if self._finished:
+            known, last = model_len, model_len // _HOP + 1  # every mel frame of the clip
+        else:
+            known = min(self._wav.stop, n_out, model_len)  # samples no later audio changes
+            last = max(0, (known - _HALF_FFT) // _HOP + 1)  # frames whose STFT lies inside
+        f0 = self._mel.stop
+        if last <= f0:
+            return
+        a = max(0, (f0 - _PREFIX_FRAMES) * _HOP)
+        b = model_len if self._finished else (last - 1) * _HOP + _HALF_FFT
+        piece = self._model_sample(a, b, n_out, model_len)
+        mel = melspectrogram(piece)  # same frames as the whole clip's from skip on
+        skip = f0 - a // _HOP
+        self._mel.append(mel[skip : skip + last - f0])
+
+    def _windows_final(self, t_model: int) -> int:
+        """Model frames whose mel window is final."""
+        if self._finished:
+            return t_model
+        f = self._mel.stop
+        # window of frame i: mel frames start_i .. start_i + 15, start_i = trunc(3.2 (i - 2))
+        i = min(t_model, int((f - DEFAULT_MEL.window) * DEFAULT_MEL.fps / DEFAULT_MEL.mel_fps) + 4)
+        while i > 0 and int(_window_start(i - 1)) + DEFAULT_MEL.window > f:
+            i -= 1
+        return max(0, i)
+
+    def _windows(self, a: int, b: int, t_model: int) -> np.ndarray:
+        starts = _window_start(np.arange(a, b))  # (b - a,)
+        idx = starts[:, None] + np.arange(DEFAULT_MEL.window)  # (b - a, 16)
+        last = (t_model * (TARGET_RATE // MODEL_FPS)) // _HOP if self._finished else None
+        idx = np.clip(idx, 0, last if last is not None else idx.max())
+        mel = self._mel.get(int(idx.min()), int(idx.max()) + 1)
+        win = mel[idx - int(idx.min())]  # (b - a, 16, 80)
+        return np.ascontiguousarray(win.transpose(0, 2, 1))  # -> (b - a, 80, 16)
+
+    def _blink(self, a: int, b: int, t_model: int) -> tuple[np.ndarray, int]:
+        """Blink ratio of frames [a, b) and how many of them are final (from a)."""
+        if self._blink_rows is not None or not self.cfg.blink:
+            return np.zeros(b - a, np.float32), b - a
+        need = b // (BLINK_MIN_GAP + len(BLINK_SHAPE)) + 2
+        if self._blink_starts.shape[0] < need:
+            # one draw of the long-clip gaps: its prefix does not depend on its size
+            count = max(need, 2 * self._blink_starts.shape[0])
+            gaps = np.random.default_rng(self.cfg.seed).integers(
+                BLINK_MIN_GAP, BLINK_MAX_GAP, size=count
+            )
+            self._blink_starts = np.cumsum(gaps) + len(BLINK_SHAPE) * np.arange(count)
+        ratio = np.zeros(b - a, np.float32)
+        final = b - a
+        shape = np.asarray(BLINK_SHAPE, np.float32)
+        for s in self._blink_starts[self._blink_starts < b]:
+            s = int(s)
+            if s + len(shape) <= a:
+                continue
+            kept = s + len(shape) <= t_model - 1
+            if not kept and not self._finished:
+                final = min(final, max(0, s - a))  # known once the clip is long enough
+                continue
+            if kept:
+                lo, hi = max(s, a), min(s + len(shape), b)
+                ratio[lo - a : hi - a] = shape[lo - s : hi - s]
+        return ratio, final
+
+    def _run_expnet(self, windows_final: int, t_model: int) -> None:
+        a = self._exp.stop
+        if windows_final <= a:
+            return
+        ratio, final = self._blink(a, windows_final, t_model)
+        b = a + final
+        if b <= a:
+            return
+        if self._blink_rows is None:
+            ref = self._src_exp
+        else:
+            ref = tile_rows(self._blink_rows, b)[a:b, :EXP_DIM]
+        exp = predict_expression(
+            self.models.exp_net,
+            torch.from_numpy(self._windows(a, b, t_model)),
+            ref,
+            ratio[: b - a],
+            self.cfg.chunk_frames,
+        )
+        exp = exp.float().cpu().numpy()  # (b - a, 64)
+        if self.cfg.expression_scale != 1.0:
+            exp = self._src_exp + np.float32(self.cfg.expression_scale) * (exp - self._src_exp)
+        self._exp.append(exp)
+
+    def _run_pose(self, windows_final: int, t_model: int) -> None:
+        if self.cfg.still:
+            a = self._pose.stop
+            b = self._exp.stop
+            self._pose.append(np.broadcast_to(self._src_pose, (b - a, 6)))
+            return
+        net = self.models.pose_net
+        c = net.config
+        # audio features of frames 1 .. windows_final - 1
+        if windows_final > self._feat_stop:
+            a, b = self._feat_stop, windows_final
+            mel = torch.from_numpy(self._windows(a, b, t_model))
+            param = next(net.parameters())
+            mel = mel.to(param.device, param.dtype).unsqueeze(1)  # (n, 80, 16) -> (n, 1, 80, 16)
+            with torch.no_grad():
+                feats = net.encode_audio(mel.unsqueeze(0))[0]  # (n, 512)
+            self._feats = feats if self._feats is None else torch.cat([self._feats, feats])
+            self._feat_stop = b
+        if self._raw_pose.stop == 0:
+            self._raw_pose.append(self._src_pose[None])  # frame 0: the reference pose
+        ref = torch.as_tensor(self._src_pose)
+        # full chunks: frames 1 + 32k .. 32 (k + 1), once the clip is known to be longer
+        while True:
+            first = 1 + self._chunks * c.seq_len
+            last = first + c.seq_len  # exclusive
+            if last > self._feat_stop or last > t_model:
+                break
+            feats = self._feats[first - self._feat_start : last - self._feat_start]
+            self._raw_pose.append(self._decode(feats, ref))
+            self._chunks += 1
+        if self._finished and self._raw_pose.stop < t_model:
+            n = t_model - 1
+            rem = n - (self._raw_pose.stop - 1)
+            tail = self._feats[max(0, n - c.seq_len + 1 - self._feat_start) :]
+            tail = tail[-min(n, c.seq_len) :]
+            if tail.shape[0] < c.seq_len:
+                pad = tail[:1].expand(c.seq_len - tail.shape[0], c.audio_dim)
+                tail = torch.cat([pad, tail], dim=0)  # left-pad to (32, 512)
+            self._raw_pose.append(self._decode(tail, ref)[-rem:])
+        self._smooth(t_model)
+        self._trim_feats()
+
+    def _decode(self, feats: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
+        """One PoseVAE chunk: (32, 512) features -> (32, 6) raw pose, with the next latent."""
+        net = self.models.pose_net
+        c = net.config
+        param = next(net.parameters())
+        z = torch.randn(1, c.latent_dim, generator=self._latents, device="cpu")
+        z = z.to(param.device, param.dtype)
+        style = torch.full((1,), int(self.cfg.pose_style), device=param.device, dtype=torch.long)
+        ref_d = ref.to(param.device, param.dtype)
+        with torch.no_grad():
+            pred = net.decode(z, style, ref_d[None], feats[None])[0]  # (32, 6)
+            raw = ref_d + pred  # as predict_pose: reference + motion
+        return raw.float().cpu().numpy()
+
+    def _trim_feats(self) -> None:
+        if self._feats is None:
+            return
+        keep_from = max(self._feat_start, self._feat_stop - self.models.pose_net.config.seq_len)
+        keep_from = min(keep_from, 1 + self._chunks * self.models.pose_net.config.seq_len)
+        if keep_from > self._feat_start:
+            self._feats = self._feats[keep_from - self._feat_start :]
+            self._feat_start = keep_from
+
+    def _smooth(self, t_model: int) -> None:
+        raw_stop = self._raw_pose.stop
+        s0 = self._pose.stop
+        if self._finished:
+            s1 = t_model if raw_stop == t_model else s0
+        else:
+            s1 = raw_stop - SMOOTH_RADIUS if raw_stop >= 2 * SMOOTH_RADIUS + 1 else 0
+        if s1 <= s0:
+            return
+        start = max(0, min(s0 - SMOOTH_RADIUS, raw_stop - (2 * SMOOTH_RADIUS + 1)))
+        raw = self._raw_pose.get(start, raw_stop)
+        pose = np.asarray(smooth_pose(raw), np.float32)[s0 - start : s1 - start]  # (k, 6)
+        if self._pose_rows is not None:
+            ref = tile_rows(self._pose_rows[:, POSE_SLICE], s1)[s0:s1]
+            pose = pose + (ref - self._pose_rows[0, POSE_SLICE])
+        if self.cfg.head_motion_scale != 1.0:
+            src = self._src_pose
+            pose = src + np.float32(self.cfg.head_motion_scale) * (pose - src)
+        self._pose.append(pose)
+
+    def _join_rows(self) -> None:
+        a, b = self._rows.stop, min(self._exp.stop, self._pose.stop)
+        if b > a:
+            rows = np.concatenate([self._exp.get(a, b), self._pose.get(a, b)], axis=1)
+            self._rows.append(rows.astype(np.float32))
+
+    def _output_rows(self, t_out: int, t_model: int) -> np.ndarray:
+        a = self._out_done
+        r = self._rows.stop
+        if self.fps == MODEL_FPS:
+            b = r
+            out = self._rows.get(a, b) if b > a else np.zeros((0, 70), np.float32)
+        else:
+            ratio = MODEL_FPS / self.fps
+            if self._finished:
+                b = t_out
+            else:  # output frame j reads model frames floor(j * ratio) and the one after
+                b = min(t_out, int(math.ceil((r - 1) / ratio - 1e-9)))
+                while b > 0 and int(math.floor((b - 1) * ratio)) + 1 > r - 1:
+                    b -= 1
+            if b <= a:
+                return np.zeros((0, 70), np.float32)
+            pos = np.minimum(np.arange(b, dtype=np.float64)[a:] * ratio, t_model - 1)
+            i0 = np.floor(pos).astype(np.int64)
+            i1 = np.minimum(i0 + 1, t_model - 1)
+            w = (pos - i0)[:, None]
+            lo = int(i0.min())
+            rows = self._rows.get(lo, int(i1.max()) + 1).astype(np.float64)
+            out = ((1.0 - w) * rows[i0 - lo] + w * rows[i1 - lo]).astype(np.float32)
+        self._out_done = max(a, b)
+        return out
+
+    def _forget(self) -> None:
+        """Drop audio and mel frames no future output needs."""
+        first_mel = int(_window_start(self._exp.stop))
+        if not self.cfg.still:
+            first_mel = min(first_mel, int(_window_start(self._feat_stop)))
+        self._mel.forget_before(first_mel - 1)
+        keep = max(0, (self._mel.stop - _PREFIX_FRAMES) * _HOP)
+        self._wav.forget_before(min(keep, self._audio_done))
+
+
+def _mono_chunks(chunks: Iterable[Chunk], sample_rate: int | None) -> Iterator[tuple[Any, int]]:
+    for item in chunks:
+        if isinstance(item, tuple) and len(item) == 2:
+            samples, rate = item
+        else:
+            samples, rate = item, sample_rate
+        if rate is None:
+            raise ValueError(
+                "Give the sample rate: chunks as (samples, rate) pairs, or sample_rate=."
+            )
+        yield samples, int(rate)
+
+
+@torch.inference_mode()
+def stream_frames(
+    pipe: SadTalkerPipeline,
+    face: Face,
+    chunks: Iterable[Chunk],
+    config: PipelineConfig | None = None,
+    *,
+    sample_rate: int | None = None,
+    ref_eyeblink: np.ndarray | None = None,
+    ref_pose: np.ndarray | None = None,
+    should_cancel: ShouldCancel | None = None,
+    on_rows: Callable[[np.ndarray], None] | None = None,
+) -> Iterator[StreamBatch]:
+    """Speech arriving piece by piece -> frame batches, each as soon as it is final.
+
+    See the module text for the lookahead and the equality with the offline clip.
+
+    Args:
+        pipe: the pipeline (its networks are loaded once and shared with offline renders).
+        face: the extract-stage result.
+        chunks: audio pieces, ``(samples, rate)`` pairs or bare samples with ``sample_rate``;
+            samples (n,) or (n, channels), float in [-1, 1] or integer PCM. The rate may not
+            change within a stream. The iterator may block (live audio).
+        config: pipeline options (coefficients, render batch/precision, paste, enhance).
+        sample_rate: Hz of bare-sample chunks.
+        ref_eyeblink, ref_pose: reference-video rows as for ``generate_coeffs``.
+        should_cancel: checked before each batch: True raises ``CancelledError``.
+        on_rows: called with each piece of final coefficient rows (tests, previews).
+
+    Yields:
+        :class:`StreamBatch` in order; the last has ``final=True``.
+
+    Raises:
+        OptionError: options a stream cannot honour (``check_stream_config``).
+        InvalidAudioError: malformed chunks, or less than one frame of speech.
+        CancelledError: ``should_cancel`` said so.
+    """
+    cfg = config or PipelineConfig()
+    check_stream_config(cfg.coeffs)
+    models = pipe.coeff_models(face.size)
+    renderer = pipe.renderer(face.size, face.preprocess)
+    m = renderer.models
+    dev = renderer.device
+    fps = float(cfg.coeffs.fps)
+    batch = cfg.render.batch_size
+    precision = cfg.render.precision
+    pasted = "full" in face.preprocess
+    paste = None
+    if pasted:
+        from .paste import PasteBack
+
+        paste = PasteBack(face, pipe.device, cfg.blend)
+    enhancer = pipe.enhancer(cfg.enhance) if cfg.enhance is not None else None
+    out_hw = output_size(face)
+
+    coeffs: CoeffStream | None = None
+    rows = _Tail(m.coeff_nc)
+    rendered = 0
+    state: dict[str, Any] = {}
+
+    def setup() -> None:
+        source = source_tensor(face, m.size, dev)
+        src_row = torch.as_tensor(np.asarray(face.coeff_3dmm[: m.coeff_nc], np.float32), device=dev)
+        src_window = src_row[None, :, None].expand(1, -1, 2 * SEMANTIC_RADIUS + 1)  # (1, C, 27)
+        kp_canonical = m.kp_extractor(source)  # (1, 15, 3)
+        state["kp_canonical"] = kp_canonical
+        state["kp_source"] = transform_keypoints(kp_canonical, m.mapping(src_window))
+        with _precision(precision, dev):
+            state["feature_3d"] = m.generator.encode_source(source)
+        state["compiled"] = compiled.wanted(cfg.render.compile, dev, precision, 0)
+
+    def render(start: int, stop: int) -> np.ndarray:
+        check_cancel(should_cancel, f"Streaming cancelled after {start} frames.")
+        seq = torch.from_numpy(np.ascontiguousarray(rows.data)).to(dev)  # rows from rows.start
+        # the 27-frame windows of coefficient_windows, clamped to frame 0 and to the last known
+        # row (the clip's last frame once it has ended; never reached before)
+        offsets = torch.arange(-RENDER_RADIUS, RENDER_RADIUS + 1, device=dev)
+        frames = torch.arange(start, stop, device=dev)
+        idx = (frames[:, None] + offsets[None, :]).clamp_(0, rows.stop - 1) - rows.start
+        windows = seq[idx].transpose(1, 2)  # (B, 27, C) -> (B, C, 27)
+        generator = m.generator
+        motion = m.mapping(windows)
+        kp_driving = transform_keypoints(state["kp_canonical"], motion)
+        with _precision(precision, dev):
+            decoder = None
+            if state["compiled"] and stop - start == batch:
+                shape = (batch, *state["feature_3d"].shape[-2:])
+                decoder = compiled.decoder(generator.decoder, precision, shape)
+            out = generator.animate(state["feature_3d"], state["kp_source"], kp_driving, decoder)
+        out = out.float().clamp_(0.0, 1.0)
+        if enhancer is None:
+            return paste(out) if paste is not None else to_uint8(resize_frames(out, out_hw))
+        from .enhance.landmarks import track_landmarks
+
+        x = paste.tensor(out) if paste is not None else resize_frames(out, out_hw)
+        x = x.mul(255.0).round_().clamp_(0, 255).div_(255.0)
+        landmarks = track_landmarks(face, state["kp_source"], kp_driving, x.shape[2:], pasted)
+        return to_uint8(enhancer.enhance_tensor(x, landmarks))
+
+    def take(new_rows: np.ndarray) -> None:
+        if new_rows.shape[0]:
+            if on_rows is not None:
+                on_rows(new_rows)
+            seq = driving_sequence(face, SimpleNamespace(coeffs=new_rows), m.coeff_nc)
+            rows.append(seq)
+
+    def ready(total: int | None) -> Iterator[StreamBatch]:
+        nonlocal rendered
+        while True:
+            stop = rendered + batch
+            if total is not None:
+                stop = min(stop, total)
+                if stop <= rendered:
+                    return
+            elif stop + RENDER_RADIUS > rows.stop:  # the last frame's window must be final
+                return
+            frames = render(rendered, stop)
+            a = int(round(rendered * TARGET_RATE / fps))
+            b = int(round(stop * TARGET_RATE / fps))
+            audio = coeffs.audio(a, b)
+            rows.forget_before(stop - RENDER_RADIUS)
+            rendered = stop
+            yield StreamBatch(frames, stop - frames.shape[0], fps, audio, total == stop)
+
+    with reused_cpu_memory(dev):
+        for samples, rate in _mono_chunks(chunks, sample_rate):
+            if coeffs is None:
+                coeffs = CoeffStream(
+                    face,
+                    rate,
+                    cfg.coeffs,
+                    models=models,
+                    ref_eyeblink=ref_eyeblink,
+                    ref_pose=ref_pose,
+                )
+                setup()
+                log.info("stream: %d Hz audio, %g fps, batches of %d", rate, fps, batch)
+            elif rate != coeffs.sample_rate:
+                raise InvalidAudioError(
+                    f"The sample rate changed within the stream ({coeffs.sample_rate} -> "
+                    f"{rate} Hz). Keep one rate per stream."
+                )
+            check_cancel(should_cancel, f"Streaming cancelled after {rendered} frames.")
+            take(coeffs.push(samples))
+            yield from ready(None)
+        if coeffs is None:
+            raise InvalidAudioError("The stream ended before any audio arrived.")
+        take(coeffs.finish())
+        yield from ready(coeffs.out_frames)
+        log.info("stream: %d frames", rendered)
+
+
+__all__ = [
+    "COEFF_TOLERANCE",
+    "FRAME_TOLERANCE",
+    "MEL_LOOKAHEAD_MS",
+    "CoeffStream",
+    "StreamBatch",
+    "check_stream_config",
+    "lookahead_ms",
+    "stream_frames",
+]
