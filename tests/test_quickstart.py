@@ -114,14 +114,13 @@ def test_cpu_index_unreachable_fails_fast_and_says_the_size_of_the_cuda_build(
 
 
 def test_offline_without_a_face_detector_gives_the_dlib_command(weights_dir, tmp_path):
-    """The SadTalker files are there but no detector can be had offline (dlib made
-    unimportable): the last line says what to install."""
+    """The SadTalker files are there but no detector can be had offline (dlib's landmark model
+    hidden: a face_recognition_models without it comes first on the path): the last line says
+    what to install."""
     clone = clone_with_weights(tmp_path / "fresh", weights_dir)
-    hide = tmp_path / "no_dlib"
-    (hide / "dlib").mkdir(parents=True)
-    (hide / "dlib" / "__init__.py").write_text("raise ImportError('dlib hidden by the test')\n")
-    (hide / "face_alignment").mkdir()
-    (hide / "face_alignment" / "__init__.py").write_text("raise ImportError('hidden')\n")
+    hide = tmp_path / "no_dlib_model"
+    (hide / "face_recognition_models").mkdir(parents=True)
+    (hide / "face_recognition_models" / "__init__.py").write_text("")
     proc = _quickstart(
         clone,
         SADTALKER_SKIP_INSTALL="1",
