@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from conftest import SHARED
-from test_readme import SADTALKER_FILES, clone_with_weights, offline_env, readme_blocks
+from test_readme import clone_with_weights, offline_env, readme_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parents[1]
@@ -51,9 +51,7 @@ def development_commands(readme: str) -> list[str]:
     return lines
 
 
-def test_development_section_in_a_clone_with_the_users_weights(
-    weights_dir, restorer_dir, tmp_path
-):
+def test_development_section_in_a_clone_with_the_users_weights(weights_dir, restorer_dir, tmp_path):
     clone = clone_with_weights(tmp_path / "ComfyUI-SadTalker", weights_dir)
     for name in ("SadTalker_V0.0.2_512.safetensors",):
         os.link(weights_dir / name, clone / "checkpoints" / name)
@@ -82,14 +80,14 @@ def test_development_section_in_a_clone_with_the_users_weights(
         argv = shlex.split(command)
         if argv[-1] == "tests" and argv[:3] == ["python", "-m", "pytest"]:
             argv = [*argv[:-1], "-q", "-p", "no:cacheprovider", *SUBSET]
-        proc = subprocess.run(
-            argv, cwd=clone, env=env, capture_output=True, text=True, timeout=600
-        )
+        proc = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=600)
         shown = f"$ {shlex.join(argv)}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
         assert proc.returncode == 0, shown
         if argv[0] == "python":
             summary = proc.stdout.strip().splitlines()[-1]
-            assert re.fullmatch(r"\d+ passed(, \d+ warnings?)? in .*", summary), shown  # no skip, no fail
+            assert re.fullmatch(r"\d+ passed(, \d+ warnings?)? in .*", summary), (
+                shown
+            )  # no skip, no fail
         else:
             assert "several cv2 distributions" not in proc.stderr, shown
     assert not (clone / "results").exists()
