@@ -8,10 +8,11 @@ Needs the Debian chromium (/usr/bin/chromium) and the ``playwright`` package; sk
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
-from comfyui_support import REPO
+from comfyui_support import REPO, host_version
 
 CHROMIUM = "/usr/bin/chromium"
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
@@ -65,17 +66,30 @@ def test_example_workflow_loads_without_missing_nodes(page, path):
     load(page, workflow)
     loaded = page.evaluate(
         """() => window.app.graph._nodes.map(n => ({
-            type: n.type, missing: !!n.has_errors || !LiteGraph.registered_node_types[n.type]
+            type: n.type, missing: !LiteGraph.registered_node_types[n.type],
+            errors: !!n.has_errors
         }))"""
     )
     assert sorted(n["type"] for n in loaded) == sorted(n["type"] for n in workflow["nodes"])
     assert not [n for n in loaded if n["missing"]]
+    # no SadTalker node flagged (core loaders may be: the test server has no SD checkpoint)
+    assert not [n for n in loaded if n["errors"] and n["type"].startswith("SadTalker")]
     text = page.evaluate("() => document.body.innerText").lower()
     for dialog in ("nodes are missing", "were not found", "missing models"):
         assert dialog not in text, text[:2000]
+    # The workflows were saved with the V1 nodes: each SadTalker widget keeps its saved value
+    # under the V3 schema (same names, same order, values within the new choices and bounds).
+    widgets = page.evaluate(
+        """() => Object.fromEntries(window.app.graph._nodes.map(n =>
+            [n.id, (n.widgets || []).map(w => w.value)]))"""
+    )
+    for node in workflow["nodes"]:
+        if node["type"].startswith("SadTalker"):
+            saved = node.get("widgets_values") or []
+            assert widgets[str(node["id"])][: len(saved)] == saved, node["type"]
 
 
-def test_the_check_sees_a_missing_node(page):
+def test_the_check_sees_a_missing_node(page, server):
     """Control: the same check flags a workflow with an unknown node type."""
     workflow = json.loads(EXAMPLES[0].read_text())
     workflow["nodes"][0]["type"] = "SadTalkerNoSuchNode"
@@ -84,12 +98,25 @@ def test_the_check_sees_a_missing_node(page):
     missing = page.evaluate(
         "() => window.app.graph._nodes.filter(n => !LiteGraph.registered_node_types[n.type]).length"
     )
-    assert missing == 1 or "were not found" in text
-    assert "were not found" in text
+    assert missing == 1
+    if host_version(server) < (0, 4):  # frontend 1.27 says so in a dialog (newer: a side panel)
+        assert "were not found" in text
     page.keyboard.press("Escape")
 
 
-def test_queued_from_the_page_the_video_shows_on_the_node(page, weights_dir):
+def _wait_for_the_queued_prompt(server, timeout: float = 300) -> dict:
+    """The history entry of the one prompt the page queued, once it has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, history = server.request("GET", "/history")
+        done = [h for h in history.values() if h.get("status", {}).get("completed") is not None]
+        if done:
+            return done[-1]
+        time.sleep(1)
+    raise AssertionError(f"the queued prompt did not finish in {timeout} s")
+
+
+def test_queued_from_the_page_the_video_shows_on_the_node(page, server, weights_dir):
     """Long-speech example queued from the page (detector dlib, test weights): the Render to
     Video node shows the written MP4."""
     workflow = json.loads(
@@ -105,5 +132,5 @@ def test_queued_from_the_page_the_video_shows_on_the_node(page, weights_dir):
     page.wait_for_function(
         """() => [...document.querySelectorAll('video')].some(v =>
             (v.currentSrc || v.src || '').includes('queued'))""",
-        timeout=300_000,
+        timeout=60_000,
     )

@@ -169,7 +169,7 @@ def test_reference_video_example_and_idle_mode(server, weights_dir):
 
     no_audio = copy.deepcopy(idle)
     no_audio[node_id(graph, "SadTalkerAudioToCoeffs")]["inputs"]["idle_seconds"] = 0.0
-    with pytest.raises(ch.NodeExecutionError, match="No audio connected") as err:
+    with pytest.raises(ch.NodeExecutionError, match="No audio") as err:
         server.run_workflow(no_audio, timeout=TIMEOUT)
     assert err.value.node_type == "SadTalkerAudioToCoeffs"
 
