@@ -40,15 +40,11 @@ SUBSET = [
 
 
 def development_commands(readme: str) -> list[str]:
-    """The command lines of the ``bash`` blocks of README's Development section."""
+    """The command lines of the first ``bash`` block of README's Development section (the
+    test environment and the test command; the benchmarks come after)."""
     section = readme.split("\n## Development\n", 1)[1].split("\n## ", 1)[0]
-    lines = []
-    for block in readme_blocks(section, "bash"):
-        for line in block.splitlines():
-            command = line.split("#", 1)[0].strip()
-            if command:
-                lines.append(command)
-    return lines
+    block = readme_blocks(section, "bash")[0]
+    return [c for c in (line.split("#", 1)[0].strip() for line in block.splitlines()) if c]
 
 
 def test_development_section_in_a_clone_with_the_users_weights(weights_dir, restorer_dir, tmp_path):
