@@ -78,7 +78,8 @@ else
 fi
 echo "  - weights: about $weights_gb GB in $DEST/ (files already there are kept)"
 echo "  - time: downloads take minutes on a fast connection; the 8 s example (200 frames) renders"
-echo "    in seconds on a GPU, in about 20 minutes on a 2-core CPU"
+echo "    in seconds on a GPU, in about 10 minutes on a recent 2-core CPU (~3 s a frame; twice"
+echo "    that on an older AVX2-only CPU)"
 
 # ---- 1. Python environment
 if [ "${SADTALKER_SKIP_INSTALL:-0}" = 1 ]; then
