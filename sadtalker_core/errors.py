@@ -45,6 +45,10 @@ class InvalidImageError(SadTalkerError, ValueError):
     """An input image cannot be read or is unusable."""
 
 
+class InvalidVideoError(InvalidImageError):
+    """A reference video (head pose, blinks) is missing, unreadable or holds no picture track."""
+
+
 class NoFaceDetectedError(SadTalkerError, ValueError):
     """No face was found where one is required."""
 

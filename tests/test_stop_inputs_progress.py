@@ -21,9 +21,9 @@ from sadtalker_core import (
     ExtractConfig,
     InvalidAudioError,
     InvalidImageError,
+    InvalidVideoError,
     PipelineConfig,
     RenderConfig,
-    SadTalkerError,
     SadTalkerPipeline,
     check_inputs,
 )
@@ -189,9 +189,9 @@ def test_check_inputs_reads_headers_only(fixtures_dir, voiced, tmp_path):
     )
     check_inputs(np.zeros((64, 64, 3), np.uint8), (np.zeros(1600, np.float32), 16000))
     check_inputs(None, fixtures_dir / "WDA_KatieHill_000.mp4")  # a video's sound track
-    with pytest.raises(SadTalkerError, match="ref_pose: .*speech_0.2.wav has no video track"):
+    with pytest.raises(InvalidVideoError, match="ref_pose: .*speech_0.2.wav has no video track"):
         check_inputs(ref_pose=voiced(0.2))
-    with pytest.raises(SadTalkerError, match="ref_eyeblink: .* does not exist"):
+    with pytest.raises(InvalidVideoError, match="ref_eyeblink: .* does not exist"):
         check_inputs(ref_eyeblink=tmp_path / "blinks.mp4")
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
@@ -230,7 +230,7 @@ def test_a1111_studio_checks_inputs_before_building_the_pipeline(fixtures_dir, t
     studio = Studio()
     with pytest.raises(InvalidAudioError, match="people_0.png has no audio track"):
         studio.generate(fixtures_dir / "people_0.png", fixtures_dir / "people_0.png", {})
-    with pytest.raises(SadTalkerError, match="ref_eyeblink: .* does not exist"):
+    with pytest.raises(InvalidVideoError, match="ref_eyeblink: .* does not exist"):
         studio.generate(
             fixtures_dir / "people_0.png",
             fixtures_dir / "RD_Radio31_000.wav",

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidAudioError, InvalidImageError, SadTalkerError
+from ..errors import InvalidAudioError, InvalidImageError, InvalidVideoError
 
 COEFF_SUFFIXES = (".npz", ".mat")  # reference motion given as coefficient rows
 
@@ -97,13 +97,13 @@ def check_reference(reference: Any, option: str) -> None:
     coefficient file (.npz / .mat) or a video with a picture track; arrays pass.
 
     Raises:
-        SadTalkerError: missing, or a file without video.
+        InvalidVideoError: missing, unreadable, or a file without video.
     """
     path = _path(reference)
     if path is None:
         return
     if not path.is_file():
-        raise SadTalkerError(f"{option}: {path} does not exist. Check the path.")
+        raise InvalidVideoError(f"{option}: {path} does not exist. Check the path.")
     if path.suffix.lower() in COEFF_SUFFIXES:
         return
     import av
@@ -112,13 +112,13 @@ def check_reference(reference: Any, option: str) -> None:
         with av.open(str(path), mode="r") as container:
             has_video = bool(container.streams.video)
     except av.FFmpegError as e:
-        raise SadTalkerError(
+        raise InvalidVideoError(
             f"{option}: {path.name} cannot be read as a video "
             f"({getattr(e, 'strerror', None) or e}); give a video of a face, or a coefficient "
             ".npz / .mat file."
         ) from e
     if not has_video:
-        raise SadTalkerError(
+        raise InvalidVideoError(
             f"{option}: {path.name} has no video track; give a video of a face, or a "
             "coefficient .npz / .mat file."
         )
@@ -137,8 +137,8 @@ def check_inputs(
     packet only).
 
     Raises:
-        InvalidImageError, InvalidAudioError, SadTalkerError: the first bad input, named with
-            what to do.
+        InvalidImageError, InvalidAudioError, InvalidVideoError: the first bad input, named
+            with what to do (all ``SadTalkerError``; a host answers them as the caller's fault).
     """
     check_image_file(source_image)
     check_audio_file(driven_audio)
