@@ -13,15 +13,21 @@ Lookahead (what the networks need past a frame before it can be computed, at 25 
   last frame is rounded (``round(duration * fps)``): 112.5 ms (:data:`MEL_LOOKAHEAD_MS`);
 - ExpNet: none (frames are independent);
 - blinks: a blink is known once the frame after it has arrived (it is dropped when it would
-  reach the clip's last frame), at most 6 frames;
+  reach the clip's last frame): its first frame waits for 5 more frames, plus the half frame
+  of rounding, 220 ms (:data:`BLINK_LOOKAHEAD_MS`);
 - PoseVAE: its decoder reads a whole 32-frame chunk at once, and the Savitzky-Golay smoothing
   6 frames on either side: a frame waits for the chunk holding the frame 6 later, i.e. 6 to 37
   frames;
 - renderer: MappingNet reads 13 frames on either side (:data:`RENDER_RADIUS`).
 
+Input at another rate than 16 kHz adds the streaming resampler's delay (its kaiser_best filter
+reaches 64 zero crossings ahead, and it works on 10 ms of input at least): at most
+:data:`RESAMPLE_DELAY_MS`.
+
 So the first frame needs 33 frames of speech (1.32 s) plus 112.5 ms, and each frame waits
 19 to 50 frames (0.76 to 2.0 s) plus 112.5 ms of speech past itself; with ``still`` (no
-PoseVAE) it is 13 frames + 112.5 ms = 632.5 ms for every frame (:func:`lookahead_ms`).
+PoseVAE) it is 13 frames + 112.5 ms = 632.5 ms, 740 ms when a blink starts 13 frames later
+(:func:`lookahead_ms`).
 
 Equality with the offline clip, same seed and same audio:
 
@@ -100,6 +106,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MEL_LOOKAHEAD_MS = 112.5  # speech past a frame's end its mel window needs (incl. rounding)
+BLINK_LOOKAHEAD_MS = 220.0  # speech past a blink's first frame before it is known (5.5 frames)
+RESAMPLE_DELAY_MS = 30.0  # extra wait at rates other than 16 kHz (measured <= 25.5 ms at 22.05k)
 RENDER_RADIUS = SEMANTIC_RADIUS  # frames of coefficients the renderer reads on either side
 POSE_CHUNK = 32  # frames the PoseVAE decodes at once
 SMOOTH_RADIUS = 6  # half of the 13-frame Savitzky-Golay window
@@ -122,11 +130,11 @@ def _window_start(i: np.ndarray | int) -> np.ndarray:
 
 def lookahead_ms(still: bool = False) -> tuple[float, float]:
     """(least, most) speech in ms past a frame's end before that frame can be rendered, at 25
-    fps: ``still`` 632.5 ms for every frame, else 872.5 to 2112.5 ms (see the module text)."""
+    fps: ``still`` 632.5 to 740 ms, else 872.5 to 2112.5 ms (see the module text)."""
     frame_ms = 1000.0 / MODEL_FPS
     if still:
-        ms = RENDER_RADIUS * frame_ms + MEL_LOOKAHEAD_MS
-        return ms, ms
+        ms = RENDER_RADIUS * frame_ms
+        return ms + MEL_LOOKAHEAD_MS, ms + BLINK_LOOKAHEAD_MS
     least = (RENDER_RADIUS + SMOOTH_RADIUS) * frame_ms + MEL_LOOKAHEAD_MS
     return least, least + (POSE_CHUNK - 1) * frame_ms
 
@@ -770,7 +778,9 @@ def stream_frames(
 __all__ = [
     "COEFF_TOLERANCE",
     "FRAME_TOLERANCE",
+    "BLINK_LOOKAHEAD_MS",
     "MEL_LOOKAHEAD_MS",
+    "RESAMPLE_DELAY_MS",
     "CoeffStream",
     "StreamBatch",
     "check_stream_config",
