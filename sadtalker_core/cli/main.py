@@ -10,7 +10,7 @@ import threading
 from collections.abc import Sequence
 
 from ..errors import SadTalkerError
-from . import coeffs, extract, generate, render, weights
+from . import coeffs, extract, generate, render, serve, weights
 from .common import say
 
 DESCRIPTION = (
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sadtalker", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (weights, extract, coeffs, render, generate):
+    for command in (weights, extract, coeffs, render, generate, serve):
         command.add_cli(sub)
     return parser
 
