@@ -129,6 +129,14 @@ class SadTalkerPipeline:
             face, audio, config.coeffs, models=self.coeff_models(face.size), **refs
         )
 
+    def stream(self, face: Face, chunks, config: PipelineConfig | None = None, **kwargs):
+        """Live: audio chunks as they arrive -> ``StreamBatch`` frame batches as soon as each
+        is final; the same clip as offline (see :mod:`sadtalker_core.stream` for the lookahead,
+        the tolerance and the keyword arguments)."""
+        from .stream import stream_frames
+
+        return stream_frames(self, face, chunks, config, **kwargs)
+
     def iter_frames(
         self,
         face: Face,
