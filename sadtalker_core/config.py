@@ -157,7 +157,7 @@ FIELD_HELP: dict[str, str] = {
     # extract
     "preprocess": "how the face is cropped: crop (face only), extcrop (face with more margin), "
     "resize (the whole picture), full / extfull (face pasted back into the whole picture)",
-    "size": "render resolution, 256 or 512 px",
+    "size": "render resolution in px (512 needs the 512 px checkpoint files)",
     "detector": "face detector: auto (the best available), official (RetinaFace + AWing), "
     "face_alignment, dlib",
     "face_index": "which face when the picture holds several (0 = the largest)",
@@ -182,11 +182,11 @@ FIELD_HELP: dict[str, str] = {
     "background_tile_pad": "context pixels around each background tile",
     # whole run
     "blend": "paste-back of the full modes: feather (fast) or poisson (the official)",
-    "crf": "H.264 quality: 0 lossless .. 51 worst; 18 is visually lossless",
+    "crf": "H.264 quality: lower is better, 0 is lossless; 18 is visually lossless",
     # coefficients
     "seed": "random seed of the blink schedule and the head-motion latents (same seed -> same "
     "coefficients)",
-    "pose_style": "head-motion style class of the PoseVAE, 0..45",
+    "pose_style": "head-motion style class of the PoseVAE",
     "expression_scale": "scale of the predicted expression around the source's own expression "
     "(1 = as predicted, 0 = no lip motion, >1 exaggerates)",
     "head_motion_scale": "scale of the predicted head motion around the source pose "

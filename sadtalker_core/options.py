@@ -143,7 +143,7 @@ class Option:
     @property
     def shown_choices(self) -> tuple:
         """The choices with :data:`NONE` first when the option may be off."""
-        return ((NONE,) if self.nullable else ()) + self.choices
+        return ((NONE,) if self.nullable and self.choices else ()) + self.choices
 
     def check(self, value: Any, name: str | None = None) -> Any:
         """``value`` (already of the option's type) checked against the choices and bounds;

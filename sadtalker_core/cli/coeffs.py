@@ -7,63 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from ..config import FIELD_HELP, CoeffConfig
 from ..devices import auto_device
-from .common import TerminalBar, checkpoint_dirs, say
+from ..errors import OptionError
+from ..options import check_speech
+from .common import TerminalBar, add_options, checkpoint_dirs, flag, run_config, say
 
 log = logging.getLogger(__name__)
-
-
-def add_motion_arguments(parser: argparse.ArgumentParser) -> None:
-    """The motion options shared by ``coeffs`` and ``generate`` (one source of help: FIELD_HELP)."""
-    d = CoeffConfig()
-    parser.add_argument("--seed", type=int, default=d.seed, help=FIELD_HELP["seed"])
-    parser.add_argument(
-        "--pose_style", type=int, default=d.pose_style, help=FIELD_HELP["pose_style"]
-    )
-    parser.add_argument("--still", action="store_true", help=FIELD_HELP["still"])
-    parser.add_argument("--fps", type=float, default=d.fps, help=FIELD_HELP["fps"])
-    parser.add_argument(
-        "--expression_scale",
-        type=float,
-        default=d.expression_scale,
-        help=FIELD_HELP["expression_scale"],
-    )
-    parser.add_argument(
-        "--head_motion_scale",
-        type=float,
-        default=d.head_motion_scale,
-        help=FIELD_HELP["head_motion_scale"],
-    )
-    parser.add_argument(
-        "--no_blink", "--no-blink", dest="blink", action="store_false", help="no eye blinks"
-    )
-    for axis in ("yaw", "pitch", "roll"):
-        parser.add_argument(
-            f"--input_{axis}",
-            nargs="+",
-            type=float,
-            metavar="DEG",
-            help=FIELD_HELP[f"input_{axis}"],
-        )
-    parser.add_argument("--idle_seconds", type=float, default=None, help=FIELD_HELP["idle_seconds"])
-
-
-def coeff_config(args: argparse.Namespace) -> CoeffConfig:
-    """CoeffConfig from the options of :func:`add_motion_arguments` (ValueError when out of range)."""
-    return CoeffConfig(
-        seed=args.seed,
-        pose_style=args.pose_style,
-        expression_scale=args.expression_scale,
-        head_motion_scale=args.head_motion_scale,
-        still=args.still,
-        blink=args.blink,
-        fps=args.fps,
-        input_yaw=tuple(args.input_yaw) if args.input_yaw else None,
-        input_pitch=tuple(args.input_pitch) if args.input_pitch else None,
-        input_roll=tuple(args.input_roll) if args.input_roll else None,
-        idle_seconds=args.idle_seconds,
-    )
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -87,7 +36,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="output coefficients .npz")
     p.add_argument("--mat", type=Path, help="also write the official .mat layout (coeff_3dmm)")
-    add_motion_arguments(p)
+    add_options(p.add_argument_group("motion"), ("coeffs",))
     p.add_argument(
         "--ref_eyeblink",
         type=Path,
@@ -99,9 +48,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="coefficient file (.npz/.mat) of a reference video whose head motion to add",
     )
     p.add_argument("--checkpoint_dir", help="folder holding the checkpoints (searched first)")
-    p.add_argument(
-        "--size", type=int, choices=(256, 512), default=256, help="which combined file to use"
-    )
+    add_options(p, ("extract",), only=("size",))
     p.add_argument("--device", default=None, help="torch device (default: cuda, mps, else cpu)")
     p.set_defaults(func=_cmd_coeffs)
 
@@ -112,12 +59,10 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
     from ..errors import SadTalkerError
     from ..io.inputs import check_inputs
 
-    if (args.driven_audio is None) == (args.idle_seconds is None):
-        say(
-            "error: give --driven_audio for lip sync, or --idle_seconds S for idle motion "
-            "(exactly one of them).",
-            file=sys.stderr,
-        )
+    try:
+        check_speech(args.driven_audio is not None, args.idle_seconds)
+    except OptionError as e:
+        say(f"error: {e.named(flag)}", file=sys.stderr)
         return 1
     # generate_coeffs counts network steps (ExpNet over every 25 fps frame, then PoseVAE), not
     # output frames; the bar is closed as it completes, before the stage logs its summary
@@ -130,7 +75,7 @@ def _cmd_coeffs(args: argparse.Namespace) -> int:
             bar.close()
 
     try:
-        config = coeff_config(args)
+        config = run_config(args, ("coeffs",)).coeffs
         # the input files first: a wrong path is reported before the networks load
         check_inputs(None, args.driven_audio, args.ref_eyeblink, args.ref_pose)
         result = generate_coeffs(

@@ -1,4 +1,5 @@
-"""What every command shares: terminal output, progress bars, the checkpoint folders."""
+"""What every command shares: terminal output, progress bars, the checkpoint folders, the flags
+of the option schema."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from ..config import PipelineConfig
+from ..errors import OptionError
 from ..models.locate import ENV_DEFAULT_CHECKPOINTS, default_checkpoint_dirs
+from ..options import BY_NAME, NONE, help_line, options, pipeline_config
 
 PACK = Path(__file__).resolve().parents[2]
 
@@ -75,3 +79,79 @@ class TerminalBar:
         if self._bar is not None:
             self._bar.close()
         self._bar = None
+
+
+# Input names of the commands where the library's names differ (the official CLI's spelling).
+_CLI_NAMES = {"audio": "driven_audio"}
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of an option or input name (for OptionError.named)."""
+    return f"--{_CLI_NAMES.get(name, name)}"
+
+
+def add_options(
+    parser, stages: tuple[str, ...], only: tuple[str, ...] = (), skip: tuple[str, ...] = ()
+) -> None:
+    """One flag per schema option of ``stages`` (sadtalker_core/options.py), its help line with
+    the choices or range and the default. Values are checked by :func:`option_values`, so a bad
+    one exits with status 1 and a message naming the flag. ``only``/``skip``: option names."""
+    for o in options(*stages):
+        if o.name in skip or (only and o.name not in only):
+            continue
+        text = help_line(o).replace("%", "%%")
+        if o.type is bool and o.default:
+            parser.add_argument(
+                f"--no_{o.name}",
+                f"--no-{o.name}",
+                dest=o.name,
+                action="store_false",
+                help=f"turn off: {o.help} (on by default)",
+            )
+        elif o.type is bool:
+            parser.add_argument(f"--{o.name}", action="store_true", help=text)
+        elif o.type is tuple:
+            parser.add_argument(
+                f"--{o.name}", nargs="+", type=float, metavar="DEG", default=o.default, help=text
+            )
+        elif o.paths:
+            metavar = "|".join((*o.choices, "FILE"))
+            parser.add_argument(f"--{o.name}", metavar=metavar, default=o.default, help=text)
+        else:
+            parser.add_argument(
+                f"--{o.name}",
+                type=o.type,
+                default=o.default,
+                choices=o.shown_choices or None,
+                metavar=None if o.choices else o.type.__name__.upper(),
+                help=text,
+            )
+
+
+def option_values(args: argparse.Namespace, stages: tuple[str, ...]) -> dict:
+    """``{option name: value}`` of the flags of :func:`add_options`, each checked.
+
+    Raises:
+        OptionError: naming the flag.
+    """
+    values = {o.name: getattr(args, o.name) for o in options(*stages) if hasattr(args, o.name)}
+    try:
+        return {
+            name: BY_NAME[name].check(None if v == NONE and BY_NAME[name].nullable else v)
+            for name, v in values.items()
+        }
+    except OptionError as e:
+        raise e.named(flag) from e
+
+
+def run_config(args: argparse.Namespace, stages: tuple[str, ...], **kwargs) -> PipelineConfig:
+    """A whole run's config from the flags of ``stages`` (the rest: ``base`` or defaults).
+
+    Raises:
+        OptionError: naming the flag (a value, or a rule between options).
+    """
+    values = option_values(args, stages)
+    try:
+        return pipeline_config(values, **kwargs)
+    except OptionError as e:
+        raise e.named(flag) from e

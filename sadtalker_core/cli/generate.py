@@ -3,55 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import queue
 import sys
-import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from ..batch.jobs import read_jobs
 from ..coeffs.files import load_coeff_rows
-from ..config import (
-    AUTO,
-    BLENDS,
-    COMPILE_MODES,
-    DETECTORS,
-    ENHANCER_NAMES,
-    FIELD_HELP,
-    PRECISIONS,
-    PREPROCESS_MODES,
-    EnhanceConfig,
-    ExtractConfig,
-    PipelineConfig,
-    RenderConfig,
-)
-from ..errors import CancelledError, SadTalkerError
+from ..config import ExtractConfig, PipelineConfig
+from ..errors import OptionError, SadTalkerError
 from ..io.inputs import check_inputs
+from ..options import check_speech
 from ..pipeline import SadTalkerPipeline
-from .coeffs import add_motion_arguments, coeff_config
-from .common import TerminalBar, checkpoint_dirs, say
+from .batch import add_batch_arguments, run_batch
+from .common import TerminalBar, add_options, checkpoint_dirs, flag, run_config, say
 
-_PIPELINE = PipelineConfig()
-
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-AUDIO_SUFFIXES = {
-    ".wav",
-    ".mp3",
-    ".flac",
-    ".ogg",
-    ".m4a",
-    ".aac",
-    ".opus",
-    ".mp4",
-    ".mov",
-    ".mkv",
-    ".webm",
-}
+RENDER_STAGES = ("render", "run", "enhance")  # the options of add_render_arguments
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -84,86 +53,23 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--result_dir", type=Path, default=Path("results"), help="folder for the videos"
     )
     out.add_argument("--out", type=Path, help="exact output path (single clip)")
-    opt = p.add_argument_group("face")
-    opt.add_argument(
-        "--size", type=int, default=_PIPELINE.extract.size, choices=(256, 512), help="render size"
-    )
-    opt.add_argument(
-        "--preprocess",
-        default=_PIPELINE.extract.preprocess,
-        choices=PREPROCESS_MODES,
-        help="how the face is cropped",
-    )
-    opt.add_argument(
-        "--detector",
-        default=_PIPELINE.extract.detector,
-        choices=(AUTO, *DETECTORS),
-        help="face detector backend",
-    )
-    opt.add_argument(
-        "--face_index", type=int, default=_PIPELINE.extract.face_index, help="0 = the largest face"
-    )
-    add_motion_arguments(p.add_argument_group("motion"))
+    add_options(p.add_argument_group("face"), ("extract",))
+    add_options(p.add_argument_group("motion"), ("coeffs",))
     add_render_arguments(p)
     p.add_argument(
         "--devices",
         help="with --batch: render clips in parallel, one worker per device: a comma-separated "
         "list (cuda:0,cuda:1) or 'all' (every visible CUDA device)",
     )
+    add_batch_arguments(p)
     p.set_defaults(func=run_cli)
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     """The render, paste-back, enhance and runtime options shared by ``generate`` and
     ``render`` (read back by :func:`render_config` and :func:`device_arg`)."""
-    ren = parser.add_argument_group("render")
-    ren.add_argument(
-        "--batch_size",
-        type=int,
-        default=_PIPELINE.render.batch_size,
-        help="frames per generator call",
-    )
-    ren.add_argument(
-        "--precision",
-        default=_PIPELINE.render.precision,
-        choices=PRECISIONS,
-        help="auto: tf32 on CUDA, fp32 (Winograd convolutions where faster) on CPU; "
-        "fp32: exact; bf16/fp16 faster but approximate",
-    )
-    ren.add_argument(
-        "--compile",
-        default=_PIPELINE.render.compile,
-        choices=COMPILE_MODES,
-        help=FIELD_HELP["compile"],
-    )
-    ren.add_argument(
-        "--blend",
-        default=_PIPELINE.blend,
-        choices=BLENDS,
-        help="paste-back for full modes",
-    )
-    ren.add_argument(
-        "--crf", type=int, default=_PIPELINE.crf, help="H.264 quality (0 lossless .. 51 worst)"
-    )
-    enh = parser.add_argument_group("enhance")
-    enh.add_argument(
-        "--enhancer",
-        choices=ENHANCER_NAMES,
-        help="restore the faces of every frame (GFPGANv1.4.pth / RestoreFormer.pth; needs spandrel)",
-    )
-    enh.add_argument(
-        "--enhance_upscale",
-        type=int,
-        default=EnhanceConfig().upscale,
-        choices=(1, 2, 3, 4),
-        help="with --enhancer: output frames this many times larger (official: 2)",
-    )
-    enh.add_argument(
-        "--background_enhancer",
-        metavar="realesrgan|FILE",
-        help="with --enhancer: upscale the whole frame with Real-ESRGAN (RealESRGAN_x2plus.pth) "
-        "or any spandrel upscaler file, tiled (official: realesrgan)",
-    )
+    add_options(parser.add_argument_group("render"), ("render", "run"))
+    add_options(parser.add_argument_group("enhance"), ("enhance",))
     run = parser.add_argument_group("runtime")
     run.add_argument("--device", help="cpu | cuda | cuda:N | mps (default: the best available)")
     run.add_argument("--cpu", action="store_true", help="same as --device cpu")
@@ -175,33 +81,15 @@ def device_arg(args: argparse.Namespace) -> str | None:
     return "cpu" if args.cpu else args.device
 
 
-def render_config(
-    args: argparse.Namespace, detector: str, base: PipelineConfig | None = None
-) -> PipelineConfig:
-    """``base`` (default: the defaults) with the options of :func:`add_render_arguments`;
-    ``detector`` finds the faces to restore. Raises SadTalkerError for an inconsistent choice,
-    ValueError for an option out of range."""
-    if args.background_enhancer and not args.enhancer:
-        raise SadTalkerError(
-            "--background_enhancer works together with --enhancer (as in the official CLI): "
-            "add --enhancer gfpgan, or leave out --background_enhancer."
-        )
-    enhance = (
-        EnhanceConfig(
-            args.enhancer, args.enhance_upscale, detector, background=args.background_enhancer
-        )
-        if args.enhancer
-        else None
-    )
-    return replace(
-        base or PipelineConfig(),
-        render=RenderConfig(
-            batch_size=args.batch_size, precision=args.precision, compile=args.compile
-        ),
-        blend=args.blend,
-        enhance=enhance,
-        crf=args.crf,
-    )
+def render_config(args: argparse.Namespace, detector: str) -> PipelineConfig:
+    """The defaults with the options of :func:`add_render_arguments`; ``detector`` finds the
+    faces to restore.
+
+    Raises:
+        OptionError: naming the flag to change.
+    """
+    base = PipelineConfig(extract=ExtractConfig(detector=detector))
+    return run_config(args, RENDER_STAGES, base=base)
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path | None, Path]]:
@@ -214,48 +102,20 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path | None, Path]]:
     ``<result_dir>/<image stem>__<audio stem>.mp4``.
     """
     if args.batch is not None:
-        if args.batch.is_dir():
-            files = sorted(p for p in args.batch.iterdir() if p.is_file())
-            audio = {p.stem: p for p in files if p.suffix.lower() in AUDIO_SUFFIXES}
-            jobs = [
-                (img, audio[img.stem], args.result_dir / f"{img.stem}.mp4")
-                for img in files
-                if img.suffix.lower() in IMAGE_SUFFIXES and img.stem in audio
-            ]
-        else:
-            jobs = []
-            if not args.batch.is_file():
-                raise SadTalkerError(f"Batch file not found: {args.batch}.")
-            here = args.batch.expanduser().absolute().parent
-            with open(args.batch, newline="") as f:
-                for line, row in enumerate(csv.reader(f), 1):
-                    if (
-                        not row
-                        or row[0].strip().lower() in ("image", "source_image")
-                        or row[0].startswith("#")
-                    ):
-                        continue
-                    if len(row) < 2 or not row[0].strip() or not row[1].strip():
-                        raise SadTalkerError(
-                            f"Line {line} of {args.batch} must be image,audio[,output]; got {row}."
-                        )
-                    # Every relative path of the CSV is relative to the CSV's folder.
-                    img, aud = (here / row[0].strip(), here / row[1].strip())
-                    out = here / row[2].strip() if len(row) > 2 and row[2].strip() else None
-                    jobs.append((img, aud, out or args.result_dir / f"{img.stem}__{aud.stem}.mp4"))
-        if not jobs:
-            raise SadTalkerError(f"No (image, audio) pairs found in {args.batch}.")
+        jobs = read_jobs(args.batch, args.result_dir)
         if args.idle_seconds is not None:
             raise SadTalkerError(
                 "--idle_seconds replaces the audio; it cannot be used with --batch."
             )
         return jobs
-    if args.source_image is None or (args.driven_audio is None and args.idle_seconds is None):
+    if args.source_image is None:
         raise SadTalkerError(
             "Give --source_image and --driven_audio (or --idle_seconds), or --batch."
         )
-    if args.driven_audio is not None and args.idle_seconds is not None:
-        raise SadTalkerError("Give either --driven_audio or --idle_seconds, not both.")
+    try:
+        check_speech(args.driven_audio is not None, args.idle_seconds)
+    except OptionError as e:
+        raise e.named(flag) from None
     name = (
         f"{args.source_image.stem}__{args.driven_audio.stem if args.driven_audio else 'idle'}.mp4"
     )
@@ -271,17 +131,12 @@ def _reference(path: Path | None, pipe, extract: ExtractConfig):
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
-    """The run's PipelineConfig. Raises ValueError for an option out of range."""
-    base = PipelineConfig(
-        extract=ExtractConfig(
-            preprocess=args.preprocess,
-            size=args.size,
-            detector=args.detector,
-            face_index=args.face_index,
-        ),
-        coeffs=coeff_config(args),
-    )
-    return render_config(args, args.detector, base)
+    """The run's PipelineConfig.
+
+    Raises:
+        OptionError: naming the flag to change.
+    """
+    return run_config(args, ("extract", "coeffs", *RENDER_STAGES))
 
 
 def worker_devices(spec: str | None, default: str | None) -> list[str | None]:
@@ -305,16 +160,15 @@ def worker_devices(spec: str | None, default: str | None) -> list[str | None]:
 
 def run_cli(args: argparse.Namespace) -> int:
     jobs = _jobs(args)
-    try:
-        cfg = _config(args)
-    except ValueError as e:  # an option out of range: the config dataclasses say which
-        raise SadTalkerError(str(e)) from e
+    cfg = _config(args)
     devices = worker_devices(getattr(args, "devices", None), device_arg(args))
     jobs, failed = _checked_jobs(args, jobs)
     if not jobs:
         return 1
-    if len(devices) > 1 and len(jobs) > 1:
-        return max(_run_parallel(args, cfg, jobs, devices), 1 if failed else 0)
+    if args.batch is not None:
+        return run_batch(args, cfg, jobs, devices, failed)
+    if getattr(args, "ray", None):
+        raise SadTalkerError("--ray renders the clips of a --batch; add --batch jobs.csv.")
     render = _clip_renderer(args, cfg, checkpoint_dirs(args), devices[0])
     bar = TerminalBar()
     try:
@@ -381,67 +235,3 @@ def _clip_renderer(
 
 def _report_failure(image: Path, audio: Path | None, e: Exception) -> None:
     say(f"error: {image.name} + {audio.name if audio else 'idle'}: {e}", file=sys.stderr)
-
-
-def _run_parallel(
-    args: argparse.Namespace,
-    cfg: PipelineConfig,
-    jobs: list[tuple[Path, Path | None, Path]],
-    devices: list[str | None],
-) -> int:
-    """Clips spread over one worker per device (each with its own networks), taken from one
-    queue as workers become free; each finished path is printed as it is written."""
-    dirs = checkpoint_dirs(args)
-    pending: queue.Queue = queue.Queue()
-    for job in jobs:
-        pending.put(job)
-    stop = threading.Event()
-    failed: list[Path] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def work(device: str | None) -> None:
-        try:
-            render = _clip_renderer(args, cfg, dirs, device)
-        except BaseException as e:  # a worker that cannot start stops the run
-            errors.append(e)
-            stop.set()
-            return
-        while not stop.is_set():
-            try:
-                image, audio, out = pending.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                path = render(image, audio, out, should_cancel=stop.is_set)
-            except CancelledError:
-                return
-            except SadTalkerError as e:
-                with lock:
-                    failed.append(image)
-                    _report_failure(image, audio, e)
-                continue
-            except BaseException as e:
-                errors.append(e)
-                stop.set()
-                return
-            with lock:
-                say(f"{path}  ({device})")
-
-    say(f"{len(jobs)} clips on {len(devices)} workers: {', '.join(map(str, devices))}")
-    threads = [threading.Thread(target=work, args=(d,), daemon=True) for d in devices]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
-    except KeyboardInterrupt:
-        stop.set()
-        for t in threads:
-            t.join()
-        say("interrupted: no partial video was kept", file=sys.stderr)
-        return 130
-    if errors:
-        raise errors[0]
-    return 1 if failed else 0

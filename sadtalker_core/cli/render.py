@@ -51,10 +51,7 @@ def _load(kind: str, loader, path: Path):
 def run(args: argparse.Namespace) -> int:
     face = _load("face", Face.load, args.face)
     coeffs = _load("coefficients", Coeffs.load, args.coeffs)
-    try:
-        cfg = render_config(args, face.detector or "auto")
-    except ValueError as e:  # an option out of range: the config dataclasses say which
-        raise SadTalkerError(str(e)) from e
+    cfg = render_config(args, face.detector or "auto")
     out = args.out or args.result_dir / f"{args.face.stem}__{args.coeffs.stem}.mp4"
     pipe = SadTalkerPipeline(checkpoint_dirs(args), device_arg(args))
     bar = TerminalBar(f"render {out.name}", "frame")
