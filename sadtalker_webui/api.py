@@ -460,3 +460,8 @@ def register(app, studio: Studio = STUDIO) -> None:
     @app.get("/sadtalker/v1/weights", tags=["SadTalker"])
     def weights_route():
         return weights(studio)
+
+    # live: the WebSocket endpoint /sadtalker/v1/stream, streams under the host's queue lock
+    from sadtalker_core.stream_server import stream_router
+
+    app.include_router(stream_router(studio.pipeline, lock=host.queue_lock()))

@@ -267,3 +267,18 @@ def test_the_page_shows_frames_while_the_microphone_streams(server, fixtures_dir
             assert errors == []
         finally:
             browser.close()
+
+
+def test_the_a1111_api_mounts_the_endpoint():
+    """sadtalker_webui.api.register (on_app_started) adds /sadtalker/v1/stream beside the HTTP
+    routes: a message reaches the stream protocol."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from sadtalker_webui import api
+
+    app = FastAPI()
+    api.register(app)
+    with TestClient(app).websocket_connect("/sadtalker/v1/stream") as ws:
+        ws.send_text("hello")
+        assert ws.receive_json() == {"type": "error", "message": "Not JSON: 'hello'."}
