@@ -585,7 +585,11 @@ def test_api_interrupt_leaves_the_next_request_unaffected(webui, media):
     long = _request(media, driven_audio=_b64(media["long_speech"]), batch_size=1)
     first, first_answer = _post_in_thread(webui, long)  # 2 s * 5 fps = 10 frames, one a batch
     deadline = time.time() + 300
-    while not str(webui.state()["textinfo"]).startswith("SadTalker: render"):
+    # job_count is 1 during an API job and 0 between jobs (textinfo keeps the last job's text)
+    while True:
+        st = webui.state()
+        if st["job_count"] == 1 and str(st["textinfo"]).startswith("SadTalker: render"):
+            break
         assert time.time() < deadline and first.is_alive(), first_answer
         time.sleep(0.2)
     second, second_answer = _post_in_thread(webui, _request(media))
