@@ -17,6 +17,7 @@ from .config import EnhanceConfig, PipelineConfig
 from .devices import auto_device
 from .enhance.landmarks import track_landmarks
 from .enhance.restore import FaceEnhancer
+from .enhance.restore import estimate_memory as enhance_memory
 from .face.extract import FaceExtractor
 from .io.image import ImageInput
 from .io.inputs import check_inputs
@@ -32,6 +33,7 @@ from .progress import (
     stage_progress,
 )
 from .render.infer import Renderer, RenderModels, output_size, resize_frames, to_uint8
+from .render.infer import estimate_memory as render_memory
 from .types import Coeffs, Face
 
 log = logging.getLogger(__name__)
@@ -252,6 +254,16 @@ class SadTalkerPipeline:
         if report is not None and not isinstance(report, ProgressBar):
             report("coefficients", 1, 1)
         return self.render_to_file(face, coeffs, out_path, cfg, report or False, should_cancel)
+
+
+def estimate_memory(config: PipelineConfig, size: int | None = None) -> int:
+    """Bytes of device memory a run of ``config`` needs while rendering: the renderer at the
+    render batch (``size``: the face's render size, default ``config.extract.size``), plus the
+    enhancer when it is on."""
+    need = render_memory(size or config.extract.size, config.render.batch_size)
+    if config.enhance is not None:
+        need += enhance_memory(config.enhance.batch_size)
+    return need
 
 
 def _describe(source: object, none: str = "") -> str:
