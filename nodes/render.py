@@ -134,8 +134,9 @@ class SadTalkerRenderToVideo(io.ComfyNode):
                 "stays flat however long the clip, so use it for long speech. Optionally restores "
                 "the faces (GFPGAN / RestoreFormer, with an optional upscale model for the "
                 "background), exactly as the command line does. Returns a VIDEO (file-backed) "
-                "for Save Video, Get Video Components or other video nodes, and shows the video "
-                "in the node. Cancel leaves no file."
+                "for Save Video (which plays it), Get Video Components or other video nodes. The "
+                "node shows the frames as they are rendered: the first batch at once, every few "
+                "batches, the last frame when done. Cancel leaves no file."
             ),
             is_output_node=True,
             inputs=[
@@ -172,8 +173,7 @@ class SadTalkerRenderToVideo(io.ComfyNode):
             outputs=[
                 io.Video.Output(
                     display_name="video",
-                    tooltip="The written MP4 as a VIDEO (frames are read from the file on "
-                    "demand).",
+                    tooltip="The written MP4 as a VIDEO (frames are read from the file on demand).",
                 )
             ],
         )
@@ -203,7 +203,9 @@ class SadTalkerRenderToVideo(io.ComfyNode):
             try:
                 validate({"background_enhancer": "upscale_model", "enhancer": enhance})
             except OptionError as e:
-                raise e.named(lambda o: "upscale_model" if o == "background_enhancer" else o) from None
+                raise e.named(
+                    lambda o: "upscale_model" if o == "background_enhancer" else o
+                ) from None
         config = run_config(batch_size, precision, blend, enhance=enhance, crf=crf)
         path, file, subfolder = _host.output_video_path(filename_prefix)
         progress = _host.ProgressCallback()

@@ -116,9 +116,11 @@ def _wait_for_the_queued_prompt(server, timeout: float = 300) -> dict:
     raise AssertionError(f"the queued prompt did not finish in {timeout} s")
 
 
-def test_queued_from_the_page_the_video_shows_on_the_node(page, server, weights_dir):
-    """Long-speech example queued from the page (detector dlib, test weights): the Render to
-    Video node shows the written MP4."""
+def test_queued_from_the_page_the_video_and_the_last_frame_show(page, server, weights_dir):
+    """Long-speech example queued from the page (detector dlib, test weights): the prompt
+    succeeds, Render to Video shows the clip's last frame as its live preview when done (the
+    frontend keeps a node's live previews over its output until the node runs again), and Save
+    Video after it plays the written MP4."""
     workflow = json.loads(
         (REPO / "example_workflows" / "sadtalker_long_speech_to_video.json").read_text()
     )
@@ -127,10 +129,21 @@ def test_queued_from_the_page_the_video_shows_on_the_node(page, server, weights_
             node["widgets_values"][1:3] = ["dlib", str(weights_dir)]
         elif node["type"] == "SadTalkerRenderToVideo":
             node["widgets_values"][3] = "browser/queued"  # filename_prefix
+            render = node["id"]
+        elif node["type"] == "SaveVideo":
+            node["widgets_values"][0] = "browser/saved"
     load(page, workflow)
+    server.request("POST", "/history", {"clear": True})
     page.evaluate("() => window.app.queuePrompt(0, 1)")
+    entry = _wait_for_the_queued_prompt(server)
+    assert entry["status"]["status_str"] == "success", entry["status"]["messages"]
+    assert entry["outputs"][str(render)]["images"][0]["filename"].startswith("queued")
     page.wait_for_function(
         """() => [...document.querySelectorAll('video')].some(v =>
-            (v.currentSrc || v.src || '').includes('queued'))""",
+            (v.currentSrc || v.src || '').includes('saved'))""",
         timeout=60_000,
     )
+    shown = page.evaluate(
+        "(id) => (window.app.graph.getNodeById(id).imgs || []).map(i => i.src)", render
+    )
+    assert len(shown) == 1  # the last frame (a JPEG preview of the node)
