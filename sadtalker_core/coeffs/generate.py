@@ -30,6 +30,7 @@ from ..io.audio import (
     load_audio,
 )
 from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
+from ..options import check_speech as audio_or_idle
 from ..progress import Progress
 from ..types import Coeffs, Face
 from .audio2exp import Audio2ExpConfig, Audio2ExpNet, predict_expression
@@ -239,13 +240,10 @@ class _Timeline:
 
 def _timeline(audio: AudioSource | AudioClip | None, cfg: CoeffConfig) -> _Timeline:
     fps = float(cfg.fps)
+    audio_or_idle(audio is not None, cfg.idle_seconds)
     if cfg.idle_seconds is not None:
-        if audio is not None:
-            raise ValueError("Give either audio or idle_seconds, not both.")
         duration, source, wav = float(cfg.idle_seconds), "idle", None
     else:
-        if audio is None:
-            raise ValueError("No audio given: pass speech, or set idle_seconds for idle mode.")
         clip = audio if isinstance(audio, AudioClip) and audio.sample_rate == TARGET_RATE else None
         clip = clip or load_audio(audio)
         check_min_duration(clip, fps)
@@ -264,22 +262,18 @@ def _timeline(audio: AudioSource | AudioClip | None, cfg: CoeffConfig) -> _Timel
     return _Timeline(source, t_out, t_model, out_audio, windows)
 
 
-def _blink_ratio(
-    override: np.ndarray | torch.Tensor | None, has_ref: bool, cfg: CoeffConfig, frames: int
-) -> np.ndarray:
-    """(frames,) eye-closure ratio fed to ExpNet: the test override, none when blinks come from
-    a reference video or are off, else the seeded official schedule."""
-    if override is not None:
-        ratio = _as_numpy(override).astype(np.float32).reshape(-1)  # (1, T, 1) -> (T,)
-        if ratio.shape[0] != frames or not np.isfinite(ratio).all():
-            raise ShapeError(
-                f"blink_ratio must hold one finite value per 25 fps frame ({frames}), "
-                f"got shape {np.shape(override)}."
-            )
-        return ratio
+def _draw_blinks(frames: int, seed: int) -> np.ndarray:
+    """(frames,) the official blink schedule drawn from ``seed`` (the parity tests put the
+    official run's own draw here)."""
+    return blink_schedule(frames, np.random.default_rng(seed))
+
+
+def _blink_ratio(has_ref: bool, cfg: CoeffConfig, frames: int) -> np.ndarray:
+    """(frames,) eye-closure ratio fed to ExpNet: none when blinks come from a reference video
+    or are off, else the seeded official schedule."""
     if has_ref or not cfg.blink:
         return np.zeros(frames, np.float32)
-    return blink_schedule(frames, np.random.default_rng(cfg.seed))
+    return np.asarray(_draw_blinks(frames, cfg.seed), np.float32).reshape(frames)
 
 
 def _head_pose(
@@ -288,7 +282,6 @@ def _head_pose(
     src_pose: np.ndarray,
     pose_rows: np.ndarray | None,
     cfg: CoeffConfig,
-    latents: Sequence[torch.Tensor] | torch.Tensor | None,
     progress: Progress | None,
 ) -> np.ndarray:
     """(T, 6) head pose: PoseVAE on seeded latents, smoothed, plus a reference video's relative
@@ -299,10 +292,9 @@ def _head_pose(
         if pose_rows is not None:
             log.warning("still mode keeps the source pose: ref_pose is ignored.")
         return np.broadcast_to(src_pose, (frames, 6))
-    if latents is None:
-        pose_cfg = models.pose_net.config
-        gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
-        latents = latents_from_seed(frames, gen, pose_cfg.latent_dim, pose_cfg.seq_len)
+    pose_cfg = models.pose_net.config
+    gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
+    latents = latents_from_seed(frames, gen, pose_cfg.latent_dim, pose_cfg.seq_len)
     raw = predict_pose(
         models.pose_net,
         windows,
@@ -347,8 +339,6 @@ def generate_coeffs(
     models: CoeffModels,
     ref_eyeblink: np.ndarray | torch.Tensor | None = None,
     ref_pose: np.ndarray | torch.Tensor | None = None,
-    blink_ratio: np.ndarray | torch.Tensor | None = None,
-    latents: Sequence[torch.Tensor] | torch.Tensor | None = None,
     progress: Progress | None = None,
 ) -> Coeffs:
     """Speech (or idle time) -> one row of 70 motion coefficients per output video frame.
@@ -380,9 +370,6 @@ def generate_coeffs(
             the random blinks are turned off, so blinks (and expressions) follow the video.
         ref_pose: (N, >= 70) per-frame rows of a reference video at 25 fps; its pose motion
             ``rows[t, 64:70] - rows[0, 64:70]`` (tiled) is added to the predicted pose.
-        blink_ratio: test override of the blink schedule, (T25,) in [0, 1].
-        latents: test override of the PoseVAE latents, one (1, 64) per chunk (see
-            :func:`~sadtalker_core.audio2pose.num_latents`).
         progress: ``(done, total) -> None`` called once per network chunk; it may raise to
             cancel (the exception propagates).
 
@@ -392,8 +379,8 @@ def generate_coeffs(
 
     Raises:
         InvalidAudioError: unreadable, silent or too-short audio (see ``audio_io``).
-        ShapeError: malformed face row, reference rows or overrides.
-        ValueError: both audio and ``idle_seconds`` given, or neither.
+        ShapeError: malformed face row or reference rows.
+        OptionError: both audio and ``idle_seconds`` given, or neither.
     """
     cfg = config or CoeffConfig()
     src = source_row(face)
@@ -407,7 +394,7 @@ def generate_coeffs(
         None if ref_eyeblink is None else _reference_rows(ref_eyeblink, "ref_eyeblink", EXP_DIM)
     )
     pose_rows = None if ref_pose is None else _reference_rows(ref_pose, "ref_pose", ROW_DIM)
-    ratio = _blink_ratio(blink_ratio, blink_rows is not None, cfg, t_model)
+    ratio = _blink_ratio(blink_rows is not None, cfg, t_model)
     ref_exp = src_exp if blink_rows is None else tile_rows(blink_rows, t_model)[:, :EXP_DIM]
 
     # ---- networks
@@ -419,7 +406,7 @@ def generate_coeffs(
     )
     exp = exp.float().cpu().numpy()  # (t_model, 64)
 
-    pose = _head_pose(models, windows_t, src_pose, pose_rows, cfg, latents, pose_progress)
+    pose = _head_pose(models, windows_t, src_pose, pose_rows, cfg, pose_progress)
     if cfg.expression_scale != 1.0:
         exp = src_exp + np.float32(cfg.expression_scale) * (exp - src_exp)
 
@@ -435,9 +422,6 @@ def generate_coeffs(
         model_frames=t_model,
         ref_eyeblink=blink_rows is not None,
         ref_pose=pose_rows is not None and run_pose,
-        overrides=[
-            n for n, v in (("blink_ratio", blink_ratio), ("latents", latents)) if v is not None
-        ],
     )
     log.info(
         "coefficients: %d frames at %g fps (%d at 25 fps) from %s",
