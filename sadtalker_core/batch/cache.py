@@ -96,10 +96,8 @@ class FaceCache:
                         self.shared.abandon(key)
                     raise
                 self._store_disk(key, face)
-                if self.shared is not None:
-                    self.shared.publish(key, face)
-            elif source == DISK and self.shared is not None:
-                self.shared.publish(key, face)
+            if self.shared is not None and source in (EXTRACTED, DISK):
+                self._publish(key, face)
             self._remember(key, face)
         self.counts[source] += 1
         return face, source
@@ -121,6 +119,14 @@ class FaceCache:
                 self._store_disk(key, face)
                 return face, SHARED
         return None, ""
+
+    def _publish(self, key: str, face: Face) -> None:
+        assert self.shared is not None
+        try:
+            self.shared.publish(key, face)
+        except Exception as e:  # the clip goes on with its face; the others extract their own
+            log.warning("could not share the face %s with the other workers: %s", key[:12], e)
+            self.shared.abandon(key)
 
     def _store_disk(self, key: str, face: Face) -> None:
         if self.folder is None:

@@ -45,16 +45,16 @@ _MARKER = ".sadtalker-ray-{}"
 
 
 def import_ray(address: str | None = "local") -> Any:
-    """``ray``, imported with usage statistics off and, for a cluster on this machine
-    (``local`` or a loopback address), nodes kept on the loopback interface.
+    """``ray``, imported with usage statistics off and, for a cluster of this process
+    (``local``), its node kept on the loopback interface (Ray otherwise swaps 127.0.0.1 for
+    the machine's routable address, as it must for a cluster of several nodes).
 
     Raises:
         MissingDependencyError: ray is not installed.
     """
     if "ray" not in sys.modules:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if is_loopback(address):
-            # Ray otherwise swaps 127.0.0.1 for the machine's routable address
+        if address in (None, "local"):
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
@@ -113,8 +113,10 @@ class _FaceDirectory:
         self.pending[key] = time.monotonic()
         return "extract", None
 
-    def publish(self, key: str, boxed: list) -> None:
-        self.refs[key] = boxed[0]
+    def publish(self, key: str, face: Any) -> None:
+        import ray
+
+        self.refs[key] = ray.put(face)  # owned by this actor: outlives the worker that made it
         self.pending.pop(key, None)
 
     def abandon(self, key: str) -> None:
@@ -123,9 +125,10 @@ class _FaceDirectory:
 
 class RayFaces(SharedFaces):
     """The avatar cache's tier in Ray's object store (objects owned by the directory actor, so
-    they outlive the worker that extracted them)."""
+    they outlive the worker that extracted them). A worker waits at most ``patience`` seconds
+    for another one's extraction (longer: it extracts the photo itself)."""
 
-    def __init__(self, directory: Any, patience: float = 300.0):
+    def __init__(self, directory: Any, patience: float = 120.0):
         self.directory, self.patience = directory, patience
 
     def fetch(self, key: str):
@@ -140,9 +143,7 @@ class RayFaces(SharedFaces):
             time.sleep(0.2)  # another worker is extracting this photo
 
     def publish(self, key: str, face) -> None:
-        ray = import_ray()
-        ref = ray.put(face, _owner=self.directory)
-        ray.get(self.directory.publish.remote(key, [ref]))
+        import_ray().get(self.directory.publish.remote(key, face))
 
     def abandon(self, key: str) -> None:
         self.directory.abandon.remote(key)
