@@ -339,11 +339,7 @@ def video_path(video) -> Iterator[str]:
     untrimmed file; else (a trim window, frames in memory, a byte stream) a temporary MP4 written
     by the VIDEO itself with ``save_to`` (which applies the trim), deleted afterwards."""
     source = video.get_stream_source()
-    if (
-        isinstance(source, (str, os.PathLike))
-        and os.path.isfile(source)
-        and not _trimmed(video)
-    ):
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source) and not _trimmed(video):
         yield str(source)
         return
     fd, tmp = tempfile.mkstemp(

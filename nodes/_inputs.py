@@ -1,11 +1,20 @@
 """ComfyUI inputs generated from the core's option schema (``sadtalker_core.options``): the
 type, default, choices, bounds and help of every option come from there; only the presentation
-(tooltip wording, a widget flag) is added here."""
+(tooltip wording, a widget flag, the node's own input name) is added here.
+
+Each node declares the option inputs it had when it was first saved (their order is what saved
+workflows' widget values follow); every other option of the node's stages is appended after them
+as an optional input, so an option added to the schema appears in the nodes without editing them.
+"""
 
 from __future__ import annotations
 
-from ..sadtalker_core.options import Option, option_of
+from typing import Any
+
+from ..sadtalker_core.options import BY_NAME, Option, option_of, options
 from ._host import io
+
+OPTION_ATTR = "sadtalker_option"  # set on each generated input: the option it carries
 
 
 def _tooltip(o: Option, tooltip: str | None) -> str:
@@ -38,27 +47,66 @@ def option_input(
     tip = _tooltip(o, tooltip)
     default = o.stage_default if stage_default else o.default
     if o.choices:
-        if all(isinstance(c, int) for c in o.choices):  # e.g. size: a list of numbers as text
-            options = [str(c) for c in o.shown_choices]
-            default = str(default)
+        if all(isinstance(c, int) for c in o.choices):  # e.g. size: numbers as text
+            choices = o.choices if stage_default else o.shown_choices
+            made = io.Combo.Input(
+                name,
+                options=[str(c) for c in choices],
+                default=str(default),
+                tooltip=tip,
+                optional=optional,
+            )
         else:
-            options = list(o.choices if stage_default else o.shown_choices)
-            default = o.shown_choices[0] if default is None else default
-        return io.Combo.Input(
-            name, options=options, default=default, tooltip=tip, optional=optional
+            choices = list(o.choices if stage_default else o.shown_choices)
+            default = choices[0] if default is None else default
+            made = io.Combo.Input(
+                name, options=choices, default=default, tooltip=tip, optional=optional
+            )
+    elif o.type is bool:
+        made = io.Boolean.Input(name, default=default, tooltip=tip, optional=optional)
+    elif o.type is tuple:  # degrees as text: "0, 20, 0"
+        made = io.String.Input(name, default="", tooltip=tip, optional=optional)
+    else:
+        number = io.Int if o.type is int else io.Float
+        made = number.Input(
+            name,
+            default=0 if default is None else default,
+            min=o.min,
+            max=o.max,
+            step=o.step,
+            tooltip=tip,
+            optional=optional,
+            **presentation,
         )
-    if o.type is bool:
-        return io.Boolean.Input(name, default=default, tooltip=tip, optional=optional)
-    if o.type is tuple:  # degrees as text: "0, 20, 0"
-        return io.String.Input(name, default="", tooltip=tip, optional=optional)
-    number = io.Int if o.type is int else io.Float
-    return number.Input(
-        name,
-        default=0 if default is None else default,
-        min=o.min,
-        max=o.max,
-        step=o.step,
-        tooltip=tip,
-        optional=optional,
-        **presentation,
-    )
+    setattr(made, OPTION_ATTR, o.name)
+    return made
+
+
+def node_inputs(
+    declared: list[io.Input], stages: tuple[str, ...], skip: tuple[str, ...] = ()
+) -> list[io.Input]:
+    """``declared`` (in their saved order) + every other option of ``stages`` (schema order,
+    optional), except the options named in ``skip`` (shown another way, or not this node's)."""
+    have = {getattr(i, OPTION_ATTR, None) for i in declared}
+    extra = [
+        option_input(o.stage, o.field, optional=True)
+        for o in options(*stages)
+        if o.name not in have and o.name not in skip
+    ]
+    return [*declared, *extra]
+
+
+def option_values(node: type[io.ComfyNode], inputs: dict[str, Any]) -> dict[str, Any]:
+    """``{option name: typed value}`` of a node's option inputs among ``inputs`` (its execute
+    arguments): widget text parsed as the schema says ("none" -> None, "256" -> 256, "" angles
+    -> None, idle_seconds 0 -> None).
+
+    Raises:
+        OptionError: a value the schema refuses (naming the option).
+    """
+    values = {}
+    for spec in node.define_schema().inputs:
+        name = getattr(spec, OPTION_ATTR, None)
+        if name is not None and spec.id in inputs:
+            values[name] = BY_NAME[name].parse(inputs[spec.id])
+    return values

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.config import CoeffConfig, ExtractConfig, PipelineConfig
+from ..sadtalker_core.config import ExtractConfig, PipelineConfig
 from ..sadtalker_core.errors import OptionError
-from ..sadtalker_core.options import check_speech, option_of
+from ..sadtalker_core.options import check_speech, option_of, stage_config
 from . import _host
 from ._host import io
-from ._inputs import option_input
+from ._inputs import node_inputs, option_input, option_values
 from .types import CoeffsType, SadTalkerModels, face_input, models_input
 
 ANGLE_INPUTS = ("input_yaw", "input_pitch", "input_roll")
@@ -40,50 +40,55 @@ class SadTalkerAudioToCoeffs(io.ComfyNode):
             inputs=[
                 models_input(),
                 face_input(),
-                option_input(coeff, "seed", control_after_generate=True),
-                option_input(coeff, "pose_style"),
-                option_input(coeff, "expression_scale"),
-                option_input(coeff, "head_motion_scale"),
-                option_input(coeff, "still"),
-                option_input(coeff, "blink"),
-                option_input(coeff, "fps"),
-                io.Audio.Input(
-                    "audio",
-                    optional=True,
-                    tooltip="Speech to lip-sync (any sample rate, mono or stereo; resampled to "
-                    "16 kHz mono). Leave it unconnected for idle mode.",
-                ),
-                *(
-                    option_input(
-                        coeff,
-                        name,
-                        optional=True,
-                        tooltip=option_of(coeff, name).help.capitalize()
-                        + ". Comma-separated degrees, e.g. '0, 20, 0'; empty = the predicted "
-                        "motion.",
-                    )
-                    for name in ANGLE_INPUTS
-                ),
-                option_input(
-                    coeff,
-                    "idle_seconds",
-                    optional=True,
-                    tooltip="Only when no audio is connected: "
-                    + option_of(coeff, "idle_seconds").help
-                    + ". 0 with no audio is an error.",
-                ),
-                io.Video.Input(
-                    "pose_video",
-                    optional=True,
-                    tooltip="Reference video (Load Video; trimmed videos drive exactly their "
-                    "frames) whose head motion replaces the predicted pose, frame by frame "
-                    "(official --ref_pose). Ignored when still is on.",
-                ),
-                io.Video.Input(
-                    "blink_video",
-                    optional=True,
-                    tooltip="Reference video (Load Video) whose eye blinks replace the generated "
-                    "blinks (official --ref_eyeblink).",
+                *node_inputs(
+                    [
+                        option_input(coeff, "seed", control_after_generate=True),
+                        option_input(coeff, "pose_style"),
+                        option_input(coeff, "expression_scale"),
+                        option_input(coeff, "head_motion_scale"),
+                        option_input(coeff, "still"),
+                        option_input(coeff, "blink"),
+                        option_input(coeff, "fps"),
+                        io.Audio.Input(
+                            "audio",
+                            optional=True,
+                            tooltip="Speech to lip-sync (any sample rate, mono or stereo; "
+                            "resampled to 16 kHz mono). Leave it unconnected for idle mode.",
+                        ),
+                        *(
+                            option_input(
+                                coeff,
+                                name,
+                                optional=True,
+                                tooltip=option_of(coeff, name).help.capitalize()
+                                + ". Comma-separated degrees, e.g. '0, 20, 0'; empty = the "
+                                "predicted motion.",
+                            )
+                            for name in ANGLE_INPUTS
+                        ),
+                        option_input(
+                            coeff,
+                            "idle_seconds",
+                            optional=True,
+                            tooltip="Only when no audio is connected: "
+                            + option_of(coeff, "idle_seconds").help
+                            + ". 0 with no audio is an error.",
+                        ),
+                        io.Video.Input(
+                            "pose_video",
+                            optional=True,
+                            tooltip="Reference video (Load Video; trimmed videos drive exactly "
+                            "their frames) whose head motion replaces the predicted pose, frame "
+                            "by frame (official --ref_pose). Ignored when still is on.",
+                        ),
+                        io.Video.Input(
+                            "blink_video",
+                            optional=True,
+                            tooltip="Reference video (Load Video) whose eye blinks replace the "
+                            "generated blinks (official --ref_eyeblink).",
+                        ),
+                    ],
+                    (coeff,),
                 ),
             ],
             outputs=[
@@ -101,8 +106,8 @@ class SadTalkerAudioToCoeffs(io.ComfyNode):
         for name, text in zip(ANGLE_INPUTS, (input_yaw, input_pitch, input_roll)):
             try:
                 parse_angles(name, text)
-            except OptionError as e:
-                return str(e)
+            except OptionError:
+                return f"{name} must be numbers in degrees separated by commas; got '{text}'."
         return True
 
     @classmethod
@@ -110,36 +115,14 @@ class SadTalkerAudioToCoeffs(io.ComfyNode):
         cls,
         models: SadTalkerModels,
         face,
-        seed: int,
-        pose_style: int,
-        expression_scale: float,
-        head_motion_scale: float,
-        still: bool,
-        blink: bool,
-        fps: float,
         audio: dict | None = None,
-        input_yaw: str = "",
-        input_pitch: str = "",
-        input_roll: str = "",
-        idle_seconds: float = 0.0,
         pose_video=None,
         blink_video=None,
+        **options,
     ) -> io.NodeOutput:
-        idle = idle_seconds if idle_seconds > 0 else None
-        check_speech(audio is not None, idle)
-        config = CoeffConfig(
-            seed=seed,
-            pose_style=pose_style,
-            expression_scale=expression_scale,
-            head_motion_scale=head_motion_scale,
-            still=still,
-            blink=blink,
-            fps=fps,
-            input_yaw=parse_angles("input_yaw", input_yaw),
-            input_pitch=parse_angles("input_pitch", input_pitch),
-            input_roll=parse_angles("input_roll", input_roll),
-            idle_seconds=idle,
-        )
+        values = option_values(cls, options)
+        check_speech(audio is not None, values.get("idle_seconds"))
+        config = stage_config("coeffs", values)
         pipe = models.pipeline
         extract = ExtractConfig(
             preprocess=face.preprocess, size=models.size, detector=models.detector

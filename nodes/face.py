@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..sadtalker_core.config import ExtractConfig, PipelineConfig
+from ..sadtalker_core.config import PipelineConfig
+from ..sadtalker_core.options import stage_config
 from . import _host
 from ._host import io
-from ._inputs import option_input
+from ._inputs import node_inputs, option_input, option_values
 from .types import FaceType, SadTalkerModels, models_input
 
 
@@ -26,14 +27,20 @@ class SadTalkerFaceCrop(io.ComfyNode):
                 io.Image.Input(
                     "image", tooltip="Source portrait (the first image of a batch is used)."
                 ),
-                option_input(
-                    "extract",
-                    "preprocess",
-                    tooltip="crop: the face only; extcrop: a looser crop; resize: the whole "
-                    "picture (for head-and-shoulder portraits); full / extfull: animate the crop "
-                    "and paste it back into the full picture.",
+                *node_inputs(
+                    [
+                        option_input(
+                            "extract",
+                            "preprocess",
+                            tooltip="crop: the face only; extcrop: a looser crop; resize: the "
+                            "whole picture (for head-and-shoulder portraits); full / extfull: "
+                            "animate the crop and paste it back into the full picture.",
+                        ),
+                        option_input("extract", "face_index"),
+                    ],
+                    ("extract",),
+                    skip=("size", "detector"),  # chosen once, on Load Models
                 ),
-                option_input("extract", "face_index"),
             ],
             outputs=[
                 FaceType.Output(
@@ -49,14 +56,10 @@ class SadTalkerFaceCrop(io.ComfyNode):
         )
 
     @classmethod
-    def execute(
-        cls, models: SadTalkerModels, image, preprocess: str, face_index: int
-    ) -> io.NodeOutput:
-        config = ExtractConfig(
-            preprocess=preprocess,
-            size=models.size,
-            detector=models.detector,
-            face_index=face_index,
+    def execute(cls, models: SadTalkerModels, image, **options) -> io.NodeOutput:
+        values = option_values(cls, options)
+        config = stage_config(
+            "extract", {**values, "size": models.size, "detector": models.detector}
         )
         pipe = models.pipeline
         with _host.MEMORY.stage(pipe.device):

@@ -10,7 +10,7 @@ from ..sadtalker_core.models.download import files_for
 from ..sadtalker_core.pipeline import SadTalkerPipeline
 from . import _host
 from ._host import io
-from ._inputs import option_input
+from ._inputs import option_input, option_values
 from .types import Models, SadTalkerModels
 
 # Networks whose files are resolved at load time, so a missing file is reported on this node.
@@ -93,16 +93,18 @@ class SadTalkerLoadModels(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, size: str, detector: str, checkpoint_dir: str = "", auto_download: bool = False
+        cls, checkpoint_dir: str = "", auto_download: bool = False, **options
     ) -> io.NodeOutput:
+        values = option_values(cls, options)
+        size, detector = values["size"], values["detector"]
         dirs = _host.checkpoint_dirs(checkpoint_dir)
         if auto_download:
             searched = default_checkpoint_dirs(dirs)  # + SADTALKER_CHECKPOINTS, the pack's folder
-            missing = _host.missing_files(files_to_fetch(int(size), detector), searched)
+            missing = _host.missing_files(files_to_fetch(size, detector), searched)
             if missing:
                 _host.download(missing)
         pipeline = SadTalkerPipeline(dirs, _host.torch_device())
         for network in REQUIRED_NETWORKS:
-            network_file(network, pipeline.dirs, int(size))  # raises ModelNotFoundError
+            network_file(network, pipeline.dirs, size)  # raises ModelNotFoundError
         pipeline.extractor.detector(detector)  # builds it; says what to install when unavailable
-        return io.NodeOutput(SadTalkerModels(pipeline, int(size), detector))
+        return io.NodeOutput(SadTalkerModels(pipeline, size, detector))

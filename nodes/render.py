@@ -4,26 +4,31 @@ straight into an MP4 in ComfyUI's output folder (VIDEO). Both run the pipeline's
 
 from __future__ import annotations
 
-from ..sadtalker_core.config import EnhanceConfig, PipelineConfig, RenderConfig
-from ..sadtalker_core.enhance.restore import estimate_memory as enhance_memory
+from ..sadtalker_core.config import PipelineConfig
 from ..sadtalker_core.errors import OptionError
-from ..sadtalker_core.options import NONE, validate
-from ..sadtalker_core.render.infer import estimate_memory
+from ..sadtalker_core.options import pipeline_config, validate
+from ..sadtalker_core.pipeline import estimate_memory
 from ..sadtalker_core.types import Coeffs, Face
 from . import _host
 from ._host import io, ui
-from ._inputs import option_input
+from ._inputs import node_inputs, option_input, option_values
 from .types import CoeffsType, SadTalkerModels, face_input, models_input
 
 DEFAULT_PREFIX = "sadtalker/SadTalker"
 
 
-def render_inputs() -> list[io.Input]:
-    """The inputs both render nodes share (same names, same widgets)."""
+def sockets() -> list[io.Input]:
+    """The wired inputs both render nodes share."""
     return [
         models_input(),
         face_input(),
         CoeffsType.Input("coeffs", tooltip="From SadTalker Audio To Coefficients."),
+    ]
+
+
+def render_options() -> list[io.Input]:
+    """The option inputs both render nodes share (same names, same widgets)."""
+    return [
         option_input(
             "render",
             "batch_size",
@@ -49,10 +54,11 @@ def render_inputs() -> list[io.Input]:
     ]
 
 
-def run_config(batch_size: int, precision: str, blend: str, **run) -> PipelineConfig:
-    return PipelineConfig(
-        render=RenderConfig(batch_size=batch_size, precision=precision), blend=blend, **run
-    )
+def run_config(node: type[io.ComfyNode], models: SadTalkerModels, inputs: dict) -> PipelineConfig:
+    """The run's config from a node's option inputs; the detector (for the enhancer) is the
+    one Load Models chose."""
+    values = option_values(node, inputs)
+    return pipeline_config({**values, "detector": models.detector})
 
 
 class SadTalkerRender(io.ComfyNode):
@@ -70,12 +76,19 @@ class SadTalkerRender(io.ComfyNode):
                 "the source picture's size)."
             ),
             inputs=[
-                *render_inputs(),
-                io.Boolean.Input(
-                    "pad_to_even",
-                    default=True,
-                    tooltip="Repeat the last row/column when the height or width is odd: H.264 "
-                    "video (Create Video / Save Video) needs even sizes.",
+                *sockets(),
+                *node_inputs(
+                    [
+                        *render_options(),
+                        io.Boolean.Input(
+                            "pad_to_even",
+                            default=True,
+                            tooltip="Repeat the last row/column when the height or width is odd: "
+                            "H.264 video (Create Video / Save Video) needs even sizes.",
+                        ),
+                    ],
+                    ("render", "run"),
+                    skip=("crf",),  # no encoding here: Create Video / Save Video encode
                 ),
             ],
             outputs=[
@@ -93,22 +106,16 @@ class SadTalkerRender(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls,
-        models: SadTalkerModels,
-        face: Face,
-        coeffs: Coeffs,
-        batch_size: int,
-        precision: str,
-        blend: str,
-        pad_to_even: bool,
+        cls, models: SadTalkerModels, face: Face, coeffs: Coeffs, pad_to_even: bool, **options
     ) -> io.NodeOutput:
+        config = run_config(cls, models, options)
         pipe = models.pipeline
         progress = _host.ProgressCallback()
-        with _host.MEMORY.stage(pipe.device, estimate_memory(face.size, batch_size)):
+        with _host.MEMORY.stage(pipe.device, estimate_memory(config, face.size)):
             batches = pipe.iter_frames(
                 face,
                 coeffs,
-                run_config(batch_size, precision, blend),
+                config,
                 progress,
                 _host.check_interrupted,
                 on_batch=progress.on_batch,
@@ -140,34 +147,43 @@ class SadTalkerRenderToVideo(io.ComfyNode):
             ),
             is_output_node=True,
             inputs=[
-                *render_inputs(),
-                io.String.Input(
-                    "filename_prefix",
-                    default=DEFAULT_PREFIX,
-                    tooltip="Output file name prefix, relative to ComfyUI's output folder "
-                    "(sub-folders allowed); a counter is appended.",
-                ),
-                option_input("run", "crf"),
-                option_input(
-                    "enhance",
-                    "enhancer",
-                    optional=True,
-                    tooltip="Restore the faces of every frame before encoding, placed from the "
-                    "renderer's head position (as the command line does): gfpgan needs "
-                    "GFPGANv1.4.pth, RestoreFormer RestoreFormer.pth in models/sadtalker.",
-                ),
-                option_input(
-                    "enhance",
-                    "upscale",
-                    "upscale",
-                    optional=True,
-                    tooltip="With an enhancer: output size factor (the official enhancer: 2).",
-                ),
-                io.UpscaleModel.Input(
-                    "upscale_model",
-                    optional=True,
-                    tooltip="With an enhancer: upscale model (Load Upscale Model, e.g. "
-                    "RealESRGAN_x2plus) for the background; unconnected = bicubic.",
+                *sockets(),
+                *node_inputs(
+                    [
+                        *render_options(),
+                        io.String.Input(
+                            "filename_prefix",
+                            default=DEFAULT_PREFIX,
+                            tooltip="Output file name prefix, relative to ComfyUI's output "
+                            "folder (sub-folders allowed); a counter is appended.",
+                        ),
+                        option_input("run", "crf"),
+                        option_input(
+                            "enhance",
+                            "enhancer",
+                            optional=True,
+                            tooltip="Restore the faces of every frame before encoding, placed "
+                            "from the renderer's head position (as the command line does): "
+                            "gfpgan needs GFPGANv1.4.pth, RestoreFormer RestoreFormer.pth in "
+                            "models/sadtalker.",
+                        ),
+                        option_input(
+                            "enhance",
+                            "upscale",
+                            "upscale",
+                            optional=True,
+                            tooltip="With an enhancer: output size factor (the official "
+                            "enhancer: 2).",
+                        ),
+                        io.UpscaleModel.Input(
+                            "upscale_model",
+                            optional=True,
+                            tooltip="With an enhancer: upscale model (Load Upscale Model, e.g. "
+                            "RealESRGAN_x2plus) for the background; unconnected = bicubic.",
+                        ),
+                    ],
+                    ("render", "run", "enhance"),
+                    skip=("background_enhancer",),  # the upscale_model socket
                 ),
             ],
             outputs=[
@@ -184,29 +200,20 @@ class SadTalkerRenderToVideo(io.ComfyNode):
         models: SadTalkerModels,
         face: Face,
         coeffs: Coeffs,
-        batch_size: int,
-        precision: str,
-        blend: str,
         filename_prefix: str,
-        crf: int,
-        enhancer: str = NONE,
-        upscale: int = 2,
         upscale_model=None,
+        **options,
     ) -> io.NodeOutput:
         pipe = models.pipeline
-        enhance = None
-        memory = estimate_memory(face.size, batch_size)
-        if enhancer != NONE:
-            enhance = EnhanceConfig(enhancer, upscale, models.detector)
-            memory += enhance_memory(enhance.batch_size)
+        config = run_config(cls, models, options)
         if upscale_model is not None:  # the core's rule, named as this node's inputs
             try:
-                validate({"background_enhancer": "upscale_model", "enhancer": enhance})
+                validate({"background_enhancer": "upscale_model", "enhancer": config.enhance})
             except OptionError as e:
                 raise e.named(
                     lambda o: "upscale_model" if o == "background_enhancer" else o
                 ) from None
-        config = run_config(batch_size, precision, blend, enhance=enhance, crf=crf)
+        memory = estimate_memory(config, face.size)
         path, file, subfolder = _host.output_video_path(filename_prefix)
         progress = _host.ProgressCallback()
         with _host.MEMORY.stage(pipe.device, memory):

@@ -362,3 +362,60 @@ def test_pack_root_without_comfyui_exports_nothing():
     assert module.NODE_DISPLAY_NAME_MAPPINGS == {}
     assert module.WEB_DIRECTORY == "./web"
     assert loaded == []  # the node modules (and torch-heavy core) are not imported
+
+
+# --------------------------------------------------------------------------------------------
+# Every option of the core's schema, as a node input with the schema's bounds
+
+# Inputs whose name differs from the option's: the names the V1 nodes were saved with.
+INPUT_OPTION = {
+    ("SadTalkerEnhance", "upscale"): "enhance_upscale",
+    ("SadTalkerEnhance", "batch_size"): "enhance_batch_size",
+    ("SadTalkerRenderToVideo", "upscale"): "enhance_upscale",
+}
+# Options shown as a socket instead of a widget.
+SOCKETS = {"background_enhancer": ("UPSCALE_MODEL", "upscale_model")}
+
+
+def test_every_schema_option_is_a_node_input_with_the_same_bounds(server):
+    from sadtalker_core.options import BY_NAME, OPTIONS
+
+    nodes = (*NODE_IDS, "SadTalkerRenderToVideo")
+    infos = {n: server.object_info(n)[n] for n in nodes}
+    found: dict[str, list] = {o.name: [] for o in OPTIONS}
+    for node, info in infos.items():
+        for section in ("required", "optional"):
+            for name, spec in info["input"].get(section, {}).items():
+                option = INPUT_OPTION.get((node, name), name)
+                if option in found:
+                    found[option].append((node, name, spec))
+    for o in OPTIONS:
+        if o.name in SOCKETS:
+            kind, name = SOCKETS[o.name]
+            assert any(
+                info["input"].get("optional", {}).get(name, [None])[0] == kind
+                for info in infos.values()
+            ), o.name
+            continue
+        assert found[o.name], f"option {o.name} is an input of no node"
+        for node, name, spec in found[o.name]:
+            kind, opts = spec[0], spec[1]
+            where = f"{node}.{name} ({o.name})"
+            assert opts.get("tooltip"), where
+            if o.choices:
+                choices = kind if isinstance(kind, list) else opts.get("options")
+                allowed = {tuple(map(str, o.choices)), tuple(map(str, o.shown_choices))}
+                assert tuple(choices) in allowed, where
+                assert str(opts["default"]) in {str(o.default), str(o.stage_default)} | (
+                    {choices[0]} if o.default is None else set()
+                ), where
+            elif o.type is bool:
+                assert kind == "BOOLEAN" and opts["default"] in (o.default, o.stage_default), where
+            elif o.type is tuple:
+                assert kind == "STRING", where
+            else:
+                assert kind == ("INT" if o.type is int else "FLOAT"), where
+                assert (opts["min"], opts["max"]) == (o.min, o.max), where
+                default = 0 if o.default is None else o.default
+                assert opts["default"] in (default, o.stage_default), where
+    assert set(found) == set(BY_NAME)
