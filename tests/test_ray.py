@@ -298,3 +298,42 @@ def test_cli_batch_on_a_two_node_cluster(weights_dir, clips, tmp_path):
         assert len({rec["worker"] for rec in by_clip.values()}) == 2, by_clip  # both nodes
     finally:
         _stop_cluster(temp_dir)
+
+
+def test_ctrl_c_on_the_driver_leaves_no_partial_file(weights_dir, clips, tmp_path):
+    """SIGINT to `sadtalker --batch ... --ray local` while workers write their videos: exit 130,
+    no partial video, no marker file, a manifest line only for each finished clip."""
+    table = tmp_path / "jobs.csv"
+    wav, rate = sf.read(str(clips / "s0.wav"), dtype="float32")
+    long = tmp_path / "long.wav"
+    sf.write(str(long), wav.repeat(8), rate)  # 0.4 s: 10 frames, written one by one
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows(
+            [[str(clips / "anna.png"), str(long), f"r/c{k}.mp4"] for k in range(4)]
+        )
+    env = {**os.environ, **RAY_ENV}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sadtalker_core", "--batch", str(table), "--ray", "local"]
+        + ["--checkpoint_dir", str(weights_dir), "--detector", "dlib", "--batch_size", "1"]
+        + ["--ray_results", "shared", "--ray_workers", "2"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out = tmp_path / "r"
+    try:
+        deadline = time.monotonic() + 400
+        while not list(out.glob(".*.partial.mp4")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        assert list(out.glob(".*.partial.mp4")), "no worker started writing"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "no partial video was kept" in stderr
+    left = sorted(p.name for p in out.iterdir())
+    assert all(not n.startswith(".") for n in left), left  # no partial file, no marker
+    lines = [json.loads(x) for x in (tmp_path / "jobs.manifest.jsonl").read_text().splitlines()]
+    assert sorted(Path(r["output"]).name for r in lines) == left
+    assert all(r["status"] == DONE for r in lines) and len(left) < 4
