@@ -67,7 +67,7 @@ def main() -> None:
         registry.clear_cache()
         t0 = time.perf_counter()
         for net in spec.sections:
-            registry.load_network(net, path, device)
+            registry.network_ref(net, path, device).loaded()
         _sync(device)
         dt = time.perf_counter() - t0
         print(f"{name:<34} {dt:7.2f} s  ({', '.join(spec.sections)})")
@@ -77,11 +77,11 @@ def main() -> None:
     rows = []
     with torch.inference_mode():
         st = folder / "SadTalker_V0.0.2_256.safetensors"
-        recon = registry.load_network("face_3drecon", st, device).module
+        recon = registry.network_ref("face_3drecon", st, device).loaded().module
         x = torch.rand(1, 3, 224, 224, device=device)
         rows.append(("face_3drecon 224", _timed(lambda: recon(x), device, args.repeat)))
 
-        a2e = registry.load_network("audio2exp", st, device).module
+        a2e = registry.network_ref("audio2exp", st, device).loaded().module
         mel = torch.rand(32, 1, 80, 16, device=device)
         ref = torch.rand(32, 64, device=device)
         blink = torch.zeros(32, 1, device=device)
@@ -91,7 +91,7 @@ def main() -> None:
 
         from sadtalker_core.coeffs.audio2pose.infer import predict_pose
 
-        a2p = registry.load_network("audio2pose", st, device).module
+        a2p = registry.network_ref("audio2pose", st, device).loaded().module
         mel_t = torch.rand(64, 80, 16)
         ref_pose = torch.zeros(6)
         rows.append(
@@ -101,16 +101,18 @@ def main() -> None:
             )
         )
 
-        mapping = registry.load_network(
-            "mapping", folder / "mapping_00229-model.pth.tar", device
-        ).module
+        mapping = (
+            registry.network_ref("mapping", folder / "mapping_00229-model.pth.tar", device)
+            .loaded()
+            .module
+        )
         win = torch.rand(8, 70, 27, device=device)
         rows.append(("mapping x8 windows", _timed(lambda: mapping(win), device, args.repeat)))
 
         for size in sizes:
             st = folder / f"SadTalker_V0.0.2_{size}.safetensors"
-            kp = registry.load_network("kp_extractor", st, device).module
-            gen = registry.load_network("generator", st, device).module
+            kp = registry.network_ref("kp_extractor", st, device).loaded().module
+            gen = registry.network_ref("generator", st, device).loaded().module
             img = torch.rand(1, 3, size, size, device=device)
             rows.append(
                 (

@@ -61,7 +61,7 @@ def test_registry_knows_every_official_file():
 
 @pytest.mark.parametrize(("name", "network"), SECTIONS, ids=[f"{n}:{k}" for n, k in SECTIONS])
 def test_every_official_network_loads_strictly(weights_dir, name, network):
-    loaded = registry.load_network(network, weights_dir / name)
+    loaded = registry.network_ref(network, weights_dir / name).loaded()
     expected = registry.open_checkpoint(weights_dir / name).state_dict(
         registry.FILES[name].sections[network]
     )
@@ -85,8 +85,12 @@ def test_every_official_network_loads_strictly(weights_dir, name, network):
     ],
 )
 def test_old_split_files_hold_the_same_networks(weights_dir, network, legacy):
-    new = registry.load_network(network, weights_dir / "SadTalker_V0.0.2_256.safetensors").module
-    old = registry.load_network(network, weights_dir / legacy).module
+    new = (
+        registry.network_ref(network, weights_dir / "SadTalker_V0.0.2_256.safetensors")
+        .loaded()
+        .module
+    )
+    old = registry.network_ref(network, weights_dir / legacy).loaded().module
     a, b = new.state_dict(), old.state_dict()
     # Same architecture; the stand-in values differ because make_weights seeds by the full key.
     assert a.keys() == b.keys()
@@ -94,8 +98,12 @@ def test_old_split_files_hold_the_same_networks(weights_dir, network, legacy):
 
 
 def test_mapping_variants_have_their_input_width(weights_dir):
-    m229 = registry.load_network("mapping", weights_dir / "mapping_00229-model.pth.tar").module
-    m109 = registry.load_network("mapping", weights_dir / "mapping_00109-model.pth.tar").module
+    m229 = (
+        registry.network_ref("mapping", weights_dir / "mapping_00229-model.pth.tar").loaded().module
+    )
+    m109 = (
+        registry.network_ref("mapping", weights_dir / "mapping_00109-model.pth.tar").loaded().module
+    )
     assert m229.state_dict()["first.0.weight"].shape[1] == 70
     assert m109.state_dict()["first.0.weight"].shape[1] == 73
     assert registry.mapping_file_for("full") == "mapping_00109-model.pth.tar"
@@ -113,20 +121,20 @@ def test_combined_file_is_opened_once_and_modules_are_cached(weights_dir, monkey
 
     monkeypatch.setattr(weights.Checkpoint, "__init__", counting_init)
     path = weights_dir / "SadTalker_V0.0.2_256.safetensors"
-    first = registry.load_network("audio2exp", path)
-    registry.load_network("audio2pose", path)
-    registry.load_network("kp_extractor", path)
-    assert registry.load_network("audio2exp", path) is first
+    first = registry.network_ref("audio2exp", path).loaded()
+    registry.network_ref("audio2pose", path).loaded()
+    registry.network_ref("kp_extractor", path).loaded()
+    assert registry.network_ref("audio2exp", path).loaded() is first
     assert opened == ["SadTalker_V0.0.2_256.safetensors"]
 
 
 def test_other_dtype_is_a_separate_cache_entry(weights_dir):
     path = weights_dir / "mapping_00229-model.pth.tar"
-    f32 = registry.load_network("mapping", path)
-    f16 = registry.load_network("mapping", path, dtype=torch.float16)
+    f32 = registry.network_ref("mapping", path).loaded()
+    f16 = registry.network_ref("mapping", path, dtype=torch.float16).loaded()
     assert f32 is not f16
     assert next(f16.module.parameters()).dtype == torch.float16
-    assert registry.load_network("mapping", path, dtype=torch.float16) is f16
+    assert registry.network_ref("mapping", path, dtype=torch.float16).loaded() is f16
 
 
 def test_real_pth_tar_with_optimizer_and_discriminator_entries_loads(weights_dir, tmp_path):
@@ -137,7 +145,7 @@ def test_real_pth_tar_with_optimizer_and_discriminator_entries_loads(weights_dir
         "param_groups": [{"lr": 2e-4}],
     }
     torch.save(data, tmp_path / "mapping_00229-model.pth.tar")
-    loaded = registry.load_network("mapping", tmp_path / "mapping_00229-model.pth.tar")
+    loaded = registry.network_ref("mapping", tmp_path / "mapping_00229-model.pth.tar").loaded()
     assert set(loaded.module.state_dict()) == set(data["mapping"])
 
 
@@ -151,7 +159,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"mapping": Exploit(), "epoch": 1}, f)
     with pytest.raises(UnsupportedCheckpointError, match="mapping_00229-model.pth.tar"):
-        registry.load_network("mapping", path)
+        registry.network_ref("mapping", path).loaded()
 
 
 def test_canonicalize_unwraps_and_strips_module_prefix():
@@ -168,7 +176,7 @@ def test_truncated_safetensors_names_file_and_fix(weights_dir, tmp_path):
         UnsupportedCheckpointError,
         match=r"(?s)SadTalker_V0.0.2_256.safetensors.*truncated.*Download",
     ):
-        registry.load_network("generator", dst)
+        registry.network_ref("generator", dst).loaded()
 
 
 def test_truncated_pth_tar_names_file(weights_dir, tmp_path):
@@ -176,7 +184,7 @@ def test_truncated_pth_tar_names_file(weights_dir, tmp_path):
     dst = tmp_path / src.name
     dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
     with pytest.raises(UnsupportedCheckpointError, match=r"mapping_00109-model.pth.tar.*truncated"):
-        registry.load_network("mapping", dst)
+        registry.network_ref("mapping", dst).loaded()
 
 
 def test_wrong_mapping_variant_is_reported_with_shapes(weights_dir, tmp_path):
@@ -187,7 +195,7 @@ def test_wrong_mapping_variant_is_reported_with_shapes(weights_dir, tmp_path):
         UnsupportedCheckpointError,
         match=r"first.0.weight \[1024, 70, 7\] \(expected \[1024, 73, 7\]\)",
     ):
-        registry.load_network("mapping", wrong)
+        registry.network_ref("mapping", wrong).loaded()
 
 
 def test_file_without_the_expected_section_is_reported(weights_dir, tmp_path):
@@ -195,7 +203,7 @@ def test_file_without_the_expected_section_is_reported(weights_dir, tmp_path):
     with pytest.raises(
         UnsupportedCheckpointError, match=r"has no 'model' entry \(it has: net_recon\)"
     ):
-        registry.load_network("audio2exp", wrong)
+        registry.network_ref("audio2exp", wrong).loaded()
 
 
 def test_missing_file_error_lists_folders_and_download(tmp_path):
@@ -327,5 +335,5 @@ def test_a_host_replacing_torch_load_does_not_affect_loading(weights_dir, monkey
     refused = []
     monkeypatch.setattr(torch, "load", lambda path, *a, **k: refused.append(path))
     registry.clear_cache()
-    loaded = registry.load_network("mapping", weights_dir / "mapping_00229-model.pth.tar")
+    loaded = registry.network_ref("mapping", weights_dir / "mapping_00229-model.pth.tar").loaded()
     assert refused == [] and loaded.module.cfg.coeff_nc == 70

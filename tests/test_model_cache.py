@@ -11,7 +11,7 @@ import weakref
 import pytest
 import torch
 
-from sadtalker_core.models import MODELS, ModelCache, load_network, network_ref
+from sadtalker_core.models import MODELS, ModelCache, network_ref
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -125,7 +125,7 @@ def test_eviction_frees_the_network_and_a_handle_rebuilds_it(weights_dir):
     gc.collect()
     assert alive() is None  # nobody else held it: the memory is gone
     rebuilt = ref()  # the handle loads it again
-    assert key in MODELS and rebuilt is load_network("mapping", path).module
+    assert key in MODELS and rebuilt is network_ref("mapping", path).loaded().module
     with torch.inference_mode():
         for a, b in zip(expected, _tensors(rebuilt(x))):
             torch.testing.assert_close(a, b, rtol=0, atol=0)

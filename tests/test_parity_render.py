@@ -103,7 +103,7 @@ def render256(golden, kp_detector, generator, mappings) -> dict[str, object]:
         kp_source = transform_keypoints(kp_canonical, he_source)
         kp_driving = transform_keypoints(kp_canonical, he_driving)
         feature_3d = generator.encode_source(source)
-        out = generator.animate_with_intermediates(
+        out = generator._animate(  # the private step that keeps the intermediates
             feature_3d,
             torch.cat([_t(s["kp_source"]), kp_source]),
             torch.cat([_t(s["kp_driving"]), kp_driving[1:]]),
@@ -256,7 +256,7 @@ def test_render512_golden(golden, weights_dir, mappings):
         kp_source = transform_keypoints(kp_canonical, mapping(_t(g["source_semantics"])))
         kp_driving = transform_keypoints(kp_canonical, mapping(_t(g["target_semantics"][0])))
         # One frame, fed the golden keypoints so the generator is compared on its own.
-        out = generator.animate_with_intermediates(
+        out = generator._animate(  # the private step that keeps the intermediates
             generator.encode_source(source), _t(g["kp_source"]), _t(g["kp_driving0"])
         )
     _close(kp_canonical, g["kp_canonical"], ATOL_NET, "kp_canonical 512")

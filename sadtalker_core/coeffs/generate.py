@@ -29,13 +29,12 @@ from ..io.audio import (
     check_speech,
     load_audio,
 )
-from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
+from ..models import default_checkpoint_dirs, network_file, network_ref
 from ..options import check_speech as audio_or_idle
 from ..progress import Progress
 from ..types import Coeffs, Face
-from .audio2exp import Audio2ExpConfig, Audio2ExpNet, predict_expression
+from .audio2exp import Audio2ExpNet, predict_expression
 from .audio2pose import (
-    Audio2PoseConfig,
     Audio2PoseNet,
     latents_from_seed,
     predict_pose,
@@ -51,14 +50,6 @@ SILENT_MEL = -4.0  # normalised log-mel value of digital silence (the clipped fl
 EXP_DIM = 64  # expression coefficients, columns 0:64 of a row
 POSE_SLICE = slice(64, 70)  # pose columns of a row: angles 64:67 (rad), translation 67:70
 ROW_DIM = 70  # coefficients per frame
-
-
-register_network(
-    "audio2exp", lambda sd: Audio2ExpNet(Audio2ExpConfig()), "ExpNet (audio -> expression)"
-)
-register_network(
-    "audio2pose", lambda sd: Audio2PoseNet(Audio2PoseConfig()), "PoseVAE (audio -> head pose)"
-)
 
 
 class CoeffModels:

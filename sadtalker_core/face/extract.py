@@ -13,7 +13,7 @@ import torch
 from ..config import ExtractConfig
 from ..errors import InvalidImageError, NoFaceDetectedError
 from ..io.image import ImageInput, load_image
-from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
+from ..models import default_checkpoint_dirs, network_file, network_ref
 from ..progress import Progress
 from ..types import Face
 from .align import (
@@ -25,14 +25,9 @@ from .align import (
     resize_square,
 )
 from .detect import DetectedFace, detect_faces, get_detector
-from .recon3dmm import ReconNet, ReconNetConfig, aligned_to_tensor, coeff_3dmm_row
+from .recon3dmm import aligned_to_tensor, coeff_3dmm_row
 
 log = logging.getLogger(__name__)
-
-
-register_network(
-    "face_3drecon", lambda sd: ReconNet(ReconNetConfig()), "ResNet-50 3DMM reconstruction net"
-)
 
 
 def _template_landmarks(width: int, height: int) -> np.ndarray:

@@ -271,3 +271,8 @@ def coeff_3dmm_row(full: torch.Tensor, trans_params: torch.Tensor | np.ndarray) 
     tp = trans_params.to(device=full.device, dtype=full.dtype).reshape(-1, 5)  # (5,) -> (B or 1, 5)
     tp = tp.expand(full.shape[0], 5)
     return torch.cat([coeffs.exp, coeffs.angle, coeffs.trans, tp[:, 2:5]], dim=1)  # (B, 73)
+
+
+def build_recon_net(sd: dict) -> ReconNet:
+    """The un-loaded network of a ``face_3drecon`` state dict (models.registry.NETWORKS)."""
+    return ReconNet(ReconNetConfig())

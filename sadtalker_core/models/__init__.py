@@ -11,7 +11,6 @@ from .loader import (
     NetworkRef,
     clear_cache,
     file_key,
-    load_network,
     network_ref,
     open_checkpoint,
     read_state_dict,
@@ -32,7 +31,6 @@ from .registry import (
     CheckpointFile,
     NetworkSpec,
     mapping_file_for,
-    register_network,
 )
 
 __all__ = [
@@ -56,13 +54,11 @@ __all__ = [
     "default_checkpoint_dirs",
     "file_key",
     "find_file",
-    "load_network",
     "mapping_file_for",
     "network_file",
     "network_ref",
     "open_checkpoint",
     "read_state_dict",
-    "register_network",
     "require_file",
     "runnable_sizes",
     "validate_file",

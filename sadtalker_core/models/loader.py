@@ -104,29 +104,20 @@ def _build_empty(spec: NetworkSpec, sd: StateDict, options: dict) -> nn.Module:
     return module
 
 
-def load_network(
-    network: str,
-    path: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> LoadedModel:
-    """Build ``network`` from the file at ``path`` and load it strictly; cached per (file,
-    device, dtype) in ``MODELS``.
-
-    Raises:
-        UnsupportedCheckpointError: the file is damaged or holds another architecture.
-        KeyError: unknown network id.
-    """
-    return network_ref(network, path, device, dtype).loaded()
-
-
 def network_ref(
     network: str,
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> NetworkRef:
-    """A handle on ``network`` of ``path`` in the cache; ``ref()`` is its module (loaded now)."""
+    """A handle on ``network`` of ``path`` in the cache, built and loaded strictly now;
+    ``ref()`` is its module, ``ref.loaded()`` the :class:`LoadedModel`. Cached per (file, device,
+    dtype) in ``MODELS``.
+
+    Raises:
+        UnsupportedCheckpointError: the file is damaged or holds another architecture.
+        KeyError: unknown network id.
+    """
     spec = network_spec(network)
     path = Path(path)
     device = torch.device(device)

@@ -1,11 +1,12 @@
 """The official checkpoint files and the networks inside them: written once, read everywhere.
 
-The stage packages register how to build their networks (``register_network``); this package
-imports no stage.
+Networks are listed in one table (``NETWORKS``): each names the stage function that builds it,
+imported only when a network is built (this package imports no stage).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,35 +28,55 @@ class NetworkSpec:
 
     Attributes:
         id: registry id, also the key prefix inside the combined safetensors (if it is there).
-        build: ``build(sd, **options)`` builds the un-loaded module; sizes are read off the
-            tensors unless the file spec fixes them in ``options``.
+        builder: ``"stage.module:function"`` under sadtalker_core; ``function(sd, **options)``
+            builds the un-loaded module; sizes are read off the tensors unless the file spec
+            fixes them in ``options``.
         description: what the network does, for messages.
     """
 
     id: str
-    build: Callable[..., nn.Module]
+    builder: str
     description: str
 
+    @property
+    def build(self) -> Callable[..., nn.Module]:
+        """The builder function (its stage module is imported now)."""
+        module, _, name = self.builder.partition(":")
+        core = __name__.rpartition(".models.")[0]  # sadtalker_core, also as a subpackage
+        return getattr(importlib.import_module(f"{core}.{module}"), name)
 
-NETWORKS: dict[str, NetworkSpec] = {}
-"""Network id -> how to build it; filled by the stage packages when they are imported."""
 
-
-def register_network(id: str, build: Callable[..., nn.Module], description: str) -> NetworkSpec:  # noqa: A002
-    """Declare how to build network ``id`` from its state dict (called by the stage packages)."""
-    spec = NetworkSpec(id, build, description)
-    NETWORKS[id] = spec
-    return spec
+NETWORKS: dict[str, NetworkSpec] = {
+    spec.id: spec
+    for spec in (
+        NetworkSpec(
+            "face_3drecon", "face.recon3dmm:build_recon_net", "ResNet-50 3DMM reconstruction net"
+        ),
+        NetworkSpec(
+            "audio2exp", "coeffs.audio2exp.net:build_exp_net", "ExpNet (audio -> expression)"
+        ),
+        NetworkSpec(
+            "audio2pose", "coeffs.audio2pose.cvae:build_pose_net", "PoseVAE (audio -> head pose)"
+        ),
+        NetworkSpec(
+            "kp_extractor", "render.keypoint:build_kp_detector", "canonical 3-D keypoint detector"
+        ),
+        NetworkSpec(
+            "generator", "render.generator:build_generator", "occlusion-aware SPADE face generator"
+        ),
+        NetworkSpec(
+            "mapping", "render.mapping:build_mapping", "MappingNet (coefficients -> head motion)"
+        ),
+    )
+}
+"""Network id -> how to build it: every network of the pipeline, in one table."""
 
 
 def network_spec(id: str) -> NetworkSpec:  # noqa: A002
     try:
         return NETWORKS[id]
     except KeyError:
-        raise KeyError(
-            f"Unknown network '{id}'. Known: {', '.join(sorted(NETWORKS)) or 'none registered'} "
-            "(networks are registered when sadtalker_core is imported)."
-        ) from None
+        raise KeyError(f"Unknown network '{id}'. Known: {', '.join(sorted(NETWORKS))}.") from None
 
 
 # --------------------------------------------------------------------------------------------

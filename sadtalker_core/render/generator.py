@@ -485,14 +485,13 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         """
         return self._animate(feature_3d, kp_source, kp_driving, decoder).prediction
 
-    def animate_with_intermediates(
-        self, feature_3d: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor
-    ) -> GeneratorOutput:
-        """Like :meth:`animate` but also returns deformation, occlusion map, mask, decoder input."""
-        return self._animate(feature_3d, kp_source, kp_driving)
-
     def forward(
         self, source_image: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor
     ) -> torch.Tensor:
         """``animate(encode_source(source_image), ...)``: (B, 3, S, S) frames in [0, 1]."""
         return self.animate(self.encode_source(source_image), kp_source, kp_driving)
+
+
+def build_generator(sd: dict) -> OcclusionAwareSPADEGenerator:
+    """The un-loaded network of a ``generator`` state dict (models.registry.NETWORKS)."""
+    return OcclusionAwareSPADEGenerator(GeneratorConfig())

@@ -15,37 +15,16 @@ import torch.nn.functional as F
 from ..config import RenderConfig
 from ..devices import reused_cpu_memory
 from ..errors import ShapeError
-from ..models import default_checkpoint_dirs, network_file, network_ref, register_network
+from ..models import default_checkpoint_dirs, network_file, network_ref
 from ..progress import Progress, ShouldCancel, check_cancel
 from ..types import Coeffs, Face
 from . import compiled
 from .conv import winograd
-from .generator import GeneratorConfig, OcclusionAwareSPADEGenerator
-from .keypoint import KPDetector, KPDetectorConfig
-from .mapping import MappingNet, MappingNetConfig
 from .motion import HeadMotion, transform_keypoints
 
 log = logging.getLogger(__name__)
 
 SEMANTIC_RADIUS = 13  # a coefficient window spans frames f-13 .. f+13 (27 steps)
-
-
-def _build_mapping(sd, coeff_nc: int | None = None) -> MappingNet:
-    if coeff_nc is None:
-        first = sd.get("first.0.weight")
-        coeff_nc = int(first.shape[1]) if first is not None and first.ndim == 3 else 70
-    return MappingNet(MappingNetConfig(coeff_nc=coeff_nc))
-
-
-register_network(
-    "kp_extractor", lambda sd: KPDetector(KPDetectorConfig()), "canonical 3-D keypoint detector"
-)
-register_network(
-    "generator",
-    lambda sd: OcclusionAwareSPADEGenerator(GeneratorConfig()),
-    "occlusion-aware SPADE face generator",
-)
-register_network("mapping", _build_mapping, "MappingNet (coefficients -> head motion)")
 
 
 class RenderModels:

@@ -185,3 +185,8 @@ class KPDetector(nn.Module):
         heatmap = F.softmax(logits / self.cfg.temperature, dim=2)
         grid = coordinate_grid(d, h, w, prediction.dtype, prediction.device)
         return torch.matmul(heatmap, grid.view(d * h * w, 3))  # (B, K, N) @ (N, 3) -> (B, K, 3)
+
+
+def build_kp_detector(sd: dict) -> KPDetector:
+    """The un-loaded network of a ``kp_extractor`` state dict (models.registry.NETWORKS)."""
+    return KPDetector(KPDetectorConfig())

@@ -97,3 +97,12 @@ class MappingNet(nn.Module):
             t=self.fc_t(out),
             exp=self.fc_exp(out),
         )
+
+
+def build_mapping(sd: dict, coeff_nc: int | None = None) -> MappingNet:
+    """The un-loaded network of a ``mapping`` state dict (models.registry.NETWORKS); its input
+    width is read off the first layer (70, or 73 in the official full-mode files) unless given."""
+    if coeff_nc is None:
+        first = sd.get("first.0.weight")
+        coeff_nc = int(first.shape[1]) if first is not None and first.ndim == 3 else 70
+    return MappingNet(MappingNetConfig(coeff_nc=coeff_nc))

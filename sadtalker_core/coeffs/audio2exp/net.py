@@ -118,3 +118,8 @@ class Audio2ExpNet(nn.Module):
         feat = self.audio_encoder(mel).reshape(n, -1)  # (N, 512, 1, 1) -> (N, 512)
         x = torch.cat([feat, ref_exp.reshape(n, -1), blink.reshape(n, -1)], dim=1)  # (N, 577)
         return self.mapping1(x)
+
+
+def build_exp_net(sd: dict) -> Audio2ExpNet:
+    """The un-loaded network of an ``audio2exp`` state dict (models.registry.NETWORKS)."""
+    return Audio2ExpNet(Audio2ExpConfig())

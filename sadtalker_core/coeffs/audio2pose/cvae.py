@@ -295,3 +295,8 @@ class Audio2PoseNet(nn.Module):
             (B, 32, 6) pose motion.
         """
         return self.decode(z, style, ref_pose, self.encode_audio(mel))
+
+
+def build_pose_net(sd: dict) -> Audio2PoseNet:
+    """The un-loaded network of an ``audio2pose`` state dict (models.registry.NETWORKS)."""
+    return Audio2PoseNet(Audio2PoseConfig())
