@@ -231,14 +231,13 @@ def _convert(o: Option, value: Any) -> Any:
         if not isinstance(value, (bool, int)) or value not in (0, 1):
             raise TypeError(f"expected true or false, got {value!r}")
         return bool(value)
-    if o.choices:
-        by_text = {str(c).lower(): c for c in o.choices}
-        if str(value).lower() in by_text:
-            return by_text[str(value).lower()]
-        if o.paths and isinstance(value, str):
-            return value
-        raise TypeError(f"choose one of {', '.join(map(str, o.shown_choices))}; got {value!r}")
+    if o.choices:  # matched without case; anything else is refused by Option.check
+        return {str(c).lower(): c for c in o.choices}.get(str(value).lower(), value)
     if o.type is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
         if isinstance(value, bool) or float(value) != int(float(value)):
             raise TypeError(f"expected a whole number, got {value!r}")
         return int(float(value))
@@ -491,4 +490,3 @@ def help_line(o: Option, none: str = NONE) -> str:
         default = " ".join(f"{v:g}" for v in default)
     parts.append(f"default: {default}")
     return "; ".join(parts)
-

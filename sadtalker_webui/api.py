@@ -400,7 +400,7 @@ def weights(studio: Studio = STUDIO) -> dict:
                 "status": r.status,
                 "path": str(r.path) if r.path else None,
                 "reason": r.reason or None,
-                "needed_for": getattr(r.spec, "needed_for", None),
+                "needed_for": r.spec.needed_for,
             }
         )
     return {

@@ -1,8 +1,7 @@
 """The few gradio calls that differ between gradio 3.41 (A1111 1.10) and gradio 4.40 (Forge).
 
-gradio 4 removed ``.style()`` (never used here), renamed ``source=`` to ``sources=[...]`` and the
-listeners' ``_js=`` to ``js=``; upload components hand over a path string instead of a temp file
-object.
+gradio 4 removed ``.style()`` (never used here) and renamed ``source=`` to ``sources=[...]``;
+upload components hand over a path string instead of a temp file object.
 """
 
 from __future__ import annotations
@@ -39,13 +38,6 @@ def image_input(label: str):
             label=label, sources=["upload", "clipboard"], type="pil", elem_id="sadtalker_image"
         )
     return gr.Image(label=label, source="upload", type="pil", elem_id="sadtalker_image")
-
-
-def listen(event, fn, js: str | None = None, **kwargs):
-    """``component.click(...)`` etc. with the client-side ``js`` under each version's name."""
-    if js is not None:
-        kwargs["js" if GRADIO_MAJOR >= 4 else "_js"] = js
-    return event(fn, **kwargs)
 
 
 def file_path(value: Any) -> str | None:

@@ -16,12 +16,12 @@ from typing import Any
 
 from sadtalker_core import (
     CancelledError,
-    InvalidAudioError,
     InvalidImageError,
     SadTalkerError,
     SadTalkerPipeline,
     check_inputs,
 )
+from sadtalker_core.pipeline import estimate_memory
 
 from . import host
 from .options import pipeline_config
@@ -66,12 +66,6 @@ def probe_video(path: Path) -> tuple[int, float, float, bool]:
     return frames, fps, frames / fps if fps else 0.0, has_audio
 
 
-def memory_needed(size: int, batch_size: int, enhance: bool) -> int:
-    """Bytes of GPU memory a render asks for: networks + activations per frame (+ the enhancer)."""
-    per_frame = (size // 256) ** 2 * (350 << 20)
-    return (2 << 30) + batch_size * per_frame + ((1536 << 20) if enhance else 0)
-
-
 class Studio:
     """The pipeline (built once, kept across clicks) and the last results.
 
@@ -105,9 +99,7 @@ class Studio:
         """Drop the networks (the setting "keep models loaded" off, or another weights folder)."""
         if self._pipe is None:
             return
-        drop = getattr(self._pipe, "release", None)
-        if drop is not None:
-            drop()
+        self._pipe.release()
         self._pipe, self._pipe_key = None, None
         gc.collect()
         import torch
@@ -148,13 +140,11 @@ class Studio:
             "detector": host.opt("sadtalker_detector"),
             "precision": host.opt("sadtalker_precision"),
         }
-        config, values = pipeline_config(values, {k: v for k, v in defaults.items() if v})
+        config, values = pipeline_config(
+            values, {k: v for k, v in defaults.items() if v}, audio=driven_audio is not None
+        )
         if source_image is None:
             raise InvalidImageError("Give a source picture with a face.")
-        if driven_audio is None and config.coeffs.idle_seconds is None:
-            raise InvalidAudioError("Give the driven audio (speech), or set Idle seconds above 0.")
-        if config.coeffs.idle_seconds is not None:
-            driven_audio = None
         # every input file before any network loads (reference videos included)
         check_inputs(source_image, driven_audio, ref_eyeblink, ref_pose)
         cancel = should_cancel or (lambda: False)
@@ -167,10 +157,7 @@ class Studio:
 
         out = self.output_path(source_image)
         pipe = self.pipeline()
-        need = memory_needed(
-            config.extract.size, config.render.batch_size, config.enhance is not None
-        )
-        give_back = host.make_room(pipe.device, need)
+        give_back = host.make_room(pipe.device, estimate_memory(config))
         try:
             with host.torch_own_loader():
                 blink_rows = self._reference(pipe, ref_eyeblink, config, report)
@@ -215,9 +202,7 @@ class Studio:
         if not host.opt("sadtalker_keep_loaded", True):
             self.release()
         elif give_back is not None and self._pipe is not None:
-            offload = getattr(self._pipe, "offload", None)
-            if offload is not None:
-                offload()
+            self._pipe.offload()
         if give_back is not None:
             give_back()
 

@@ -46,7 +46,7 @@ def _control(o: Option):
         return gr.Dropdown(choices=choices, value=str(o.default), **kw)
     if o.kind == "angles":
         return gr.Textbox(value="", placeholder="e.g. 0, 20, -20", **kw)
-    if o.bounds is not None:
+    if o.slider:
         lo, hi, step = o.bounds
         return gr.Slider(minimum=lo, maximum=hi, step=step, value=o.default, **kw)
     return gr.Number(value=o.default, precision=0 if o.kind == "int" else None, **kw)
@@ -91,7 +91,7 @@ def weights_html() -> str:
         reports = check_weights(dirs)
     for r in reports:
         spec = r.spec
-        where = r.path if r.status == "found" else (r.reason or getattr(spec, "role", ""))
+        where = r.path if r.status == "found" else (r.reason or spec.role)
         rows.append(
             f"<tr><td>{html.escape(spec.name)}</td><td>{html.escape(r.status)}</td>"
             f"<td>{html.escape(str(where or ''))}</td></tr>"
