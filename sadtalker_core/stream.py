@@ -78,13 +78,13 @@ from .coeffs.generate import (
     _reference_rows,
     frame_counts,
     source_row,
-    tile_rows,
 )
 from .coeffs.mel import DEFAULT_MEL, melspectrogram
 from .config import CoeffConfig, PipelineConfig
 from .devices import reused_cpu_memory
 from .errors import InvalidAudioError, OptionError
 from .io.audio import TARGET_RATE, _pcm_to_float, _to_numpy
+from .io.frames import resize_frames, to_uint8
 from .io.resample import StreamingResampler
 from .progress import ShouldCancel, check_cancel
 from .render import compiled
@@ -93,9 +93,7 @@ from .render.infer import (
     _precision,
     driving_sequence,
     output_size,
-    resize_frames,
     source_tensor,
-    to_uint8,
 )
 from .render.motion import transform_keypoints
 from .types import Face
@@ -128,14 +126,15 @@ def _window_start(i: np.ndarray | int) -> np.ndarray:
     return np.trunc(DEFAULT_MEL.mel_fps * ((i - 2) / float(DEFAULT_MEL.fps))).astype(np.int64)
 
 
-def lookahead_ms(still: bool = False) -> tuple[float, float]:
-    """(least, most) speech in ms past a frame's end before that frame can be rendered, at 25
-    fps: ``still`` 632.5 to 740 ms, else 872.5 to 2112.5 ms (see the module text)."""
+def lookahead_ms(still: bool = False, fps: float = MODEL_FPS) -> tuple[float, float]:
+    """(least, most) speech in ms past a frame's end before that frame can be rendered: at 25
+    fps ``still`` 632.5 to 740 ms, else 872.5 to 2112.5 ms (see the module text). The renderer's
+    13 frames are output frames (at ``fps``); the networks' lookahead is at 25 fps."""
     frame_ms = 1000.0 / MODEL_FPS
+    render_ms = RENDER_RADIUS * 1000.0 / float(fps)
     if still:
-        ms = RENDER_RADIUS * frame_ms
-        return ms + MEL_LOOKAHEAD_MS, ms + BLINK_LOOKAHEAD_MS
-    least = (RENDER_RADIUS + SMOOTH_RADIUS) * frame_ms + MEL_LOOKAHEAD_MS
+        return render_ms + MEL_LOOKAHEAD_MS, render_ms + BLINK_LOOKAHEAD_MS
+    least = render_ms + SMOOTH_RADIUS * frame_ms + MEL_LOOKAHEAD_MS
     return least, least + (POSE_CHUNK - 1) * frame_ms
 
 
@@ -470,7 +469,7 @@ class CoeffStream:
         if self._blink_rows is None:
             ref = self._src_exp
         else:
-            ref = tile_rows(self._blink_rows, b)[a:b, :EXP_DIM]
+            ref = self._blink_rows[np.arange(a, b) % len(self._blink_rows), :EXP_DIM]
         exp = predict_expression(
             self.models.exp_net,
             torch.from_numpy(self._windows(a, b, t_model)),
@@ -561,7 +560,8 @@ class CoeffStream:
         raw = self._raw_pose.get(start, raw_stop)
         pose = np.asarray(smooth_pose(raw), np.float32)[s0 - start : s1 - start]  # (k, 6)
         if self._pose_rows is not None:
-            ref = tile_rows(self._pose_rows[:, POSE_SLICE], s1)[s0:s1]
+            rows = self._pose_rows[:, POSE_SLICE]
+            ref = rows[np.arange(s0, s1) % len(rows)]  # tile_rows(rows, s1)[s0:s1]
             pose = pose + (ref - self._pose_rows[0, POSE_SLICE])
         if self.cfg.head_motion_scale != 1.0:
             src = self._src_pose
@@ -608,6 +608,13 @@ class CoeffStream:
         self._mel.forget_before(first_mel - 1)
         keep = max(0, (self._mel.stop - _PREFIX_FRAMES) * _HOP)
         self._wav.forget_before(min(keep, self._audio_done))
+        self._exp.forget_before(self._rows.stop)
+        self._pose.forget_before(self._rows.stop)
+        self._raw_pose.forget_before(
+            min(self._pose.stop - SMOOTH_RADIUS, self._raw_pose.stop - (2 * SMOOTH_RADIUS + 1))
+        )
+        ratio = MODEL_FPS / self.fps
+        self._rows.forget_before(int(math.floor(self._out_done * ratio)) - 1)
 
 
 def _mono_chunks(chunks: Iterable[Chunk], sample_rate: int | None) -> Iterator[tuple[Any, int]]:

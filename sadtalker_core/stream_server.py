@@ -370,7 +370,7 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
                     "type": "ready",
                     "face_id": face_id,
                     "fps": cfg.coeffs.fps,
-                    "lookahead_ms": list(lookahead_ms(cfg.coeffs.still)),
+                    "lookahead_ms": list(lookahead_ms(cfg.coeffs.still, cfg.coeffs.fps)),
                 }
             )
 

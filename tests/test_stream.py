@@ -191,3 +191,23 @@ def test_cancel_stops_at_the_next_batch(pipe, face, fixtures_dir):
     coeffs = pipe.coefficients(face, (x, rate), cfg)
     offline = next(iter(pipe.iter_frames(face, coeffs, cfg)))
     assert np.abs(first.frames.astype(np.int16) - offline).max() <= FRAME_TOLERANCE
+
+
+def test_reference_video_rows_stream_as_offline(fixtures_dir, models, src_row):
+    """ref_eyeblink / ref_pose rows (tiled over the clip) give the offline rows too."""
+    rng = np.random.default_rng(4)
+    ref_blink = (rng.standard_normal((37, 70)) * 0.1).astype(np.float32)
+    ref_pose = (rng.standard_normal((23, 70)) * 0.05).astype(np.float32)
+    cfg = CoeffConfig(seed=8, head_motion_scale=0.7)
+    x, rate = speech(fixtures_dir, "speech_22k_mono.wav", 2.0)  # 50 frames: 1 chunk + 17
+    offline = generate_coeffs(
+        src_row, (x, rate), cfg, models=models, ref_eyeblink=ref_blink, ref_pose=ref_pose
+    )
+    stream = CoeffStream(
+        src_row, rate, cfg, models=models, ref_eyeblink=ref_blink, ref_pose=ref_pose
+    )
+    n = rate // 4
+    rows = [stream.push(x[i : i + n]) for i in range(0, len(x), n)] + [stream.finish()]
+    rows = np.concatenate(rows)
+    assert rows.shape == offline.coeffs.shape == (50, 70)  # 2 s * 25 fps
+    assert np.abs(rows - offline.coeffs).max() <= COEFF_TOLERANCE
