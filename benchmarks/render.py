@@ -34,14 +34,13 @@ sys.path.insert(0, str(REPO))
 
 from _weights import find_weights
 
+from sadtalker_core.io.frames import resize_frames, to_uint8
 from sadtalker_core.io.video import VideoWriter
 from sadtalker_core.paste import PasteBack
 from sadtalker_core.render.infer import (
     RenderConfig,
     Renderer,
     RenderModels,
-    resize_frames,
-    to_uint8,
 )
 from sadtalker_core.types import Coeffs, Face
 

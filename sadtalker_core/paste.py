@@ -6,10 +6,10 @@ import logging
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .config import BLENDS
 from .errors import SadTalkerError
+from .io.frames import resize_frames, to_float, to_uint8
+from .options import option_of
 from .types import Face
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ class PasteBack:
         blend: str = "feather",
         feather: float = 0.08,
     ):
-        if blend not in BLENDS:
-            raise ValueError(f"blend must be one of {', '.join(BLENDS)}; got '{blend}'.")
+        option_of("run", "blend").check(blend)
         self.face = face
         self.device = torch.device(device)
         self.blend = blend
@@ -84,8 +83,7 @@ class PasteBack:
         """(B, 3, S, S) face frames -> (B, H, W, 3) uint8 RGB numpy frames of the whole picture."""
         if self.blend == "poisson":
             return self._poisson(self._fit(batch))
-        u8 = self.tensor(batch).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
-        return u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return to_uint8(self.tensor(batch))
 
     @torch.inference_mode()
     def tensor(self, batch: torch.Tensor) -> torch.Tensor:
@@ -93,7 +91,7 @@ class PasteBack:
         picture, left on the device (for the enhancer); Poisson blending goes through the CPU."""
         if self.blend == "poisson":
             frames = torch.from_numpy(self._poisson(self._fit(batch))).to(self.device)
-            return frames.permute(0, 3, 1, 2).float().div_(255.0)
+            return to_float(frames)
         x0, y0, x1, y1 = self.box
         faces = self._fit(batch)
         out = self._full.expand(faces.shape[0], -1, -1, -1).clone()  # (B, 3, H, W)
@@ -103,25 +101,13 @@ class PasteBack:
 
     def _fit(self, batch: torch.Tensor) -> torch.Tensor:
         """The face frames resized to the paste box."""
-        faces = batch.to(self.device, torch.float32)
-        shrink = self._bh < faces.shape[-2] or self._bw < faces.shape[-1]
-        return F.interpolate(
-            faces, size=(self._bh, self._bw), mode="bilinear", align_corners=False, antialias=shrink
-        )
+        return resize_frames(batch.to(self.device, torch.float32), (self._bh, self._bw))
 
     def _poisson(self, faces: torch.Tensor) -> np.ndarray:
         import cv2
 
         x0, y0, x1, y1 = self.box
-        src = (
-            faces.mul(255.0)
-            .round_()
-            .clamp_(0, 255)
-            .to(torch.uint8)
-            .permute(0, 2, 3, 1)
-            .cpu()
-            .numpy()
-        )
+        src = to_uint8(faces)
         full_bgr = np.ascontiguousarray(self.face.image[..., ::-1])
         mask = np.full((self._bh, self._bw), 255, np.uint8)
         center = ((x0 + x1) // 2, (y0 + y1) // 2)

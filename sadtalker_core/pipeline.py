@@ -19,6 +19,7 @@ from .enhance.landmarks import track_landmarks
 from .enhance.restore import FaceEnhancer
 from .enhance.restore import estimate_memory as enhance_memory
 from .face.extract import FaceExtractor
+from .io.frames import resize_frames, to_uint8
 from .io.image import ImageInput
 from .io.inputs import check_inputs
 from .io.video import VideoWriter
@@ -32,7 +33,7 @@ from .progress import (
     run_progress,
     stage_progress,
 )
-from .render.infer import Renderer, RenderModels, output_size, resize_frames, to_uint8
+from .render.infer import Renderer, RenderModels, output_size
 from .render.infer import estimate_memory as render_memory
 from .types import Coeffs, Face
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from sadtalker_core.errors import CancelledError
+from sadtalker_core.io.frames import to_uint8
 from sadtalker_core.render.infer import (
     RenderConfig,
     Renderer,
     RenderModels,
     coefficient_windows,
-    to_uint8,
 )
 
 ATOL_IMG_MAX, ATOL_IMG_MEAN = 2e-3, 1e-4  # goldens/README: rendered images

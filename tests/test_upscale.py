@@ -18,8 +18,8 @@ from sadtalker_core.enhance.upscale import (
     resolve_background,
 )
 from sadtalker_core.errors import ModelNotFoundError, UnsupportedCheckpointError
+from sadtalker_core.io.frames import to_uint8
 from sadtalker_core.models import FILES as ENHANCE_FILES
-from sadtalker_core.render.infer import to_uint8
 
 
 def rrdb_state_dict(feat: int = 16, grow: int = 32, blocks: int = 1, seed: int = 0) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..devices import auto_device
-from ..face.extract import FaceExtractor
+from ..face import FaceExtractor
 from .common import add_options, checkpoint_dirs, run_config, say
 
 

@@ -37,6 +37,7 @@ from ..config import ENHANCER_NAMES, EnhanceConfig
 from ..devices import reused_cpu_memory
 from ..errors import UnsupportedCheckpointError
 from ..face.detect import detect_faces, get_detector
+from ..io.frames import to_uint8
 from ..models import (
     MODELS,
     default_checkpoint_dirs,
@@ -44,7 +45,6 @@ from ..models import (
     find_file,
     require_file,
 )
-from ..render.infer import to_uint8
 from .landmarks import FACE_TEMPLATE, FrameLandmarks, alignment, five_points, points_per_frame
 from .parsing import PARSENET_FILE, load_parsenet, parse_masks
 from .spandrel_io import download_hint, load_descriptor

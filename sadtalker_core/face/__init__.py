@@ -1,4 +1,5 @@
-"""Face stage of SadTalker: crop/alignment math and the 3DMM coefficient regressor."""
+"""Face stage of SadTalker: crop/alignment math and the 3DMM coefficient regressor; the stage's
+entry point is :class:`FaceExtractor`."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from .detect import (
     detect_faces,
     get_detector,
 )
+from .extract import FaceExtractor
 from .recon3dmm import (
     ReconCoeffs,
     ReconNet,
@@ -44,6 +46,7 @@ __all__ = [
     "DlibDetector",
     "FaceAlignmentDetector",
     "FaceDetector",
+    "FaceExtractor",
     "OfficialDetector",
     "available_detectors",
     "clear_detector_cache",

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..config import AUTO, DETECTORS
+from ..config import AUTO, DETECTORS, check_detector
 from ..errors import (
     MissingDependencyError,
     ModelNotFoundError,
@@ -311,14 +311,11 @@ def get_detector(
         The detector, cached per (name, folders, device); ``.name`` is the resolved backend.
 
     Raises:
-        ValueError: unknown name.
+        OptionError: unknown name (a ValueError).
         ModelNotFoundError / MissingDependencyError / UnsupportedCheckpointError: the backend
             cannot be built (the message says what to install or download).
     """
-    if name != AUTO and name not in DETECTORS:
-        raise ValueError(
-            f"Unknown face detector '{name}'. Choose one of: {', '.join((AUTO, *DETECTORS))}."
-        )
+    check_detector(name)
     dirs = (
         default_checkpoint_dirs() if checkpoint_dirs is None else [Path(d) for d in checkpoint_dirs]
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ import torch
 from ..config import ExtractConfig
 from ..errors import InvalidImageError, NoFaceDetectedError
 from ..io.image import ImageInput, load_image
+from ..io.video import read_frames, video_info
 from ..models import default_checkpoint_dirs, network_file, network_ref
 from ..progress import Progress
 from ..types import Face
@@ -278,7 +279,7 @@ class FaceExtractor:
         frames: list[np.ndarray] = []
         lms: list[np.ndarray] = []
         missed = 0
-        fps, total = _video_info(video)
+        fps, total = video_info(video)
         if max_frames is not None:
             total = min(total, max_frames) if total else max_frames
         det = self.detector(cfg.detector)
@@ -292,7 +293,7 @@ class FaceExtractor:
                 if progress is not None:
                     progress(sum(len(r) for r in rows), total)
 
-        for i, rgb in enumerate(_iter_video_frames(video, max_frames)):
+        for i, rgb in enumerate(read_frames(video, max_frames)):
             h, w = rgb.shape[:2]
             if i == 0:
                 lm0, _ = self._landmarks(
@@ -326,47 +327,3 @@ class FaceExtractor:
                 Path(video).name,
             )
         return np.concatenate(rows, axis=0), fps
-
-
-def _video_info(path: str | os.PathLike) -> tuple[float, int]:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InvalidImageError(
-                    f"'{path}' has no video stream; give a video file for the reference."
-                )
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or 25
-            return float(rate), int(stream.frames or 0)
-    except (av.error.FFmpegError, OSError) as e:
-        raise InvalidImageError(f"Reference video '{path}' cannot be read ({e}).") from e
-
-
-def _iter_video_frames(
-    path: str | os.PathLike, max_frames: int | None = None
-) -> Iterator[np.ndarray]:
-    """Decode a video frame by frame as upright (H, W, 3) uint8 RGB (display rotation applied),
-    stopping after ``max_frames`` frames (None = all)."""
-    import av
-
-    count = 0
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for frame in container.decode(stream):
-                rgb = frame.to_ndarray(format="rgb24")
-                rotation = getattr(frame, "rotation", 0) or 0  # degrees counter-clockwise
-                quarter_turns = round(rotation / 90) % 4
-                if quarter_turns:
-                    rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
-                yield rgb
-                count += 1
-                if max_frames is not None and count >= max_frames:
-                    return
-        except av.error.FFmpegError as e:
-            raise InvalidImageError(
-                f"Reference video '{path}' is damaged after frame {count} ({e}). Re-encode it."
-            ) from e

@@ -1,4 +1,5 @@
-"""Streaming MP4 writer: H.264 yuv420p + AAC through PyAV's bundled FFmpeg, atomic on disk."""
+"""Video files through PyAV's bundled FFmpeg: the streaming MP4 writer (H.264 yuv420p + AAC,
+atomic on disk) and frame-by-frame reading (``read_frames``, ``video_info``)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import queue
 import signal
 import threading
 import weakref
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import SadTalkerError
+from ..errors import InvalidImageError, SadTalkerError
+from .frames import pad_to_even
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +231,7 @@ class VideoWriter:
 
         if self._video is None:
             self._open_video(*self._size)
-        h, w = self._size
-        if h % 2 or w % 2:
-            frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        frames = pad_to_even(frames)
         for f in frames:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
             vf.pts = self.frames_written
@@ -309,3 +310,54 @@ class VideoWriter:
             except Exception as e:  # noqa: BLE001 - a broken encoder must not mask the real error
                 log.debug("closing the aborted container failed: %s", e)
         self._finalizer()  # deletes the partial file (once)
+
+
+def video_info(path: str | os.PathLike) -> tuple[float, int]:
+    """(frame rate, frame count; 0 when the container does not say) of a video file.
+
+    Raises:
+        InvalidImageError: unreadable, or without a video stream.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InvalidImageError(
+                    f"'{path}' has no video stream; give a video file (e.g. for the reference)."
+                )
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or 25
+            return float(rate), int(stream.frames or 0)
+    except (av.error.FFmpegError, OSError) as e:
+        raise InvalidImageError(f"Video '{path}' cannot be read ({e}).") from e
+
+
+def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Decode a video frame by frame as upright (H, W, 3) uint8 RGB (display rotation applied),
+    stopping after ``max_frames`` frames (None = all).
+
+    Raises:
+        InvalidImageError: the video is damaged after some frames.
+    """
+    import av
+
+    count = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                rgb = frame.to_ndarray(format="rgb24")
+                rotation = getattr(frame, "rotation", 0) or 0  # degrees counter-clockwise
+                quarter_turns = round(rotation / 90) % 4
+                if quarter_turns:
+                    rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
+                yield rgb
+                count += 1
+                if max_frames is not None and count >= max_frames:
+                    return
+        except av.error.FFmpegError as e:
+            raise InvalidImageError(
+                f"Video '{path}' is damaged after frame {count} ({e}). Re-encode it."
+            ) from e

@@ -1,4 +1,5 @@
-"""Face renderer of SadTalker: keypoint detector, MappingNet, keypoint motion, SPADE generator."""
+"""Face renderer of SadTalker: keypoint detector, MappingNet, keypoint motion, SPADE generator;
+the stage's entry point is :class:`Renderer` with the networks of :class:`RenderModels`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .generator import (
     GeneratorOutput,
     OcclusionAwareSPADEGenerator,
 )
+from .infer import Renderer, RenderModels
 from .keypoint import KPDetector, KPDetectorConfig
 from .mapping import MappingNet, MappingNetConfig
 from .motion import (
@@ -34,6 +36,8 @@ __all__ = [
     "MappingNet",
     "MappingNetConfig",
     "OcclusionAwareSPADEGenerator",
+    "RenderModels",
+    "Renderer",
     "SPADEDecoderConfig",
     "coordinate_grid",
     "head_pose_degrees",

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..config import COMPILE_MODES
+from ..options import option_of
 from .conv import winograd
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ def wanted(mode: str, device: torch.device, precision: str, frames: int) -> bool
         precision: the requested precision (``fp32``, the exact mode, is never compiled).
         frames: frames in the clip.
     """
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}; got '{mode}'.")
+    option_of("render", "compile").check(mode)
     if mode == "off" or precision == "fp32" or _failed:
         return False
     if mode == "on":

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..config import RenderConfig
 from ..devices import reused_cpu_memory
 from ..errors import ShapeError
+from ..io.frames import to_float
 from ..models import default_checkpoint_dirs, network_file, network_ref
 from ..progress import Progress, ShouldCancel, check_cancel
 from ..types import Coeffs, Face
@@ -119,7 +120,7 @@ def coefficient_windows(seq: torch.Tensor, frames: torch.Tensor) -> torch.Tensor
 def source_tensor(face: Face, size: int, device: torch.device) -> torch.Tensor:
     """The face crop as the renderer's (1, 3, size, size) float32 input in [0, 1]."""
     crop = torch.from_numpy(np.ascontiguousarray(face.crop)).to(device)
-    img = crop.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # (H, W, 3) -> (1, 3, H, W)
+    img = to_float(crop[None])  # (H, W, 3) -> (1, 3, H, W)
     if img.shape[-2:] != (size, size):
         img = F.interpolate(
             img, size=(size, size), mode="bilinear", align_corners=False, antialias=True
@@ -360,17 +361,3 @@ def output_size(face: Face) -> tuple[int, int]:
     else:
         w, h = face.crop_info.face_size
     return int(face.size * h / w), face.size
-
-
-def resize_frames(batch: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (B, 3, H, W) frames to ``hw`` (antialiased when shrinking)."""
-    if tuple(batch.shape[-2:]) == tuple(hw):
-        return batch
-    shrink = hw[0] < batch.shape[-2] or hw[1] < batch.shape[-1]
-    return F.interpolate(batch, size=hw, mode="bilinear", align_corners=False, antialias=shrink)
-
-
-def to_uint8(batch: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) float in [0, 1] on any device -> (B, H, W, 3) uint8 numpy (round half to even)."""
-    u8 = batch.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-    return u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
