@@ -145,8 +145,9 @@ def test_only_the_ray_module_imports_ray():
 
 @pytest.fixture(scope="module")
 def local_ray():
-    for k, v in {**RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}.items():
-        os.environ.setdefault(k, v)  # before ray is imported: loopback only, no usage stats
+    settings = {**RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    before = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)  # before ray is imported: loopback only, no usage stats
     import ray
 
     ray.init(
@@ -161,6 +162,11 @@ def local_ray():
         yield ray
     finally:
         ray.shutdown()
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def test_ray_batch_retries_a_killed_worker_and_resumes(local_ray, weights_dir, clips, tmp_path):
