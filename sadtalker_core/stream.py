@@ -20,6 +20,9 @@ Lookahead (what the networks need past a frame before it can be computed, at 25 
   frames;
 - renderer: MappingNet reads 13 frames on either side (:data:`RENDER_RADIUS`).
 
+:func:`stream_frames` runs the networks once per render batch of speech (``batch_size`` frames),
+and only while the renderer needs rows: up to ``batch_size - 1`` frames more.
+
 Input at another rate than 16 kHz adds the streaming resampler's delay (its kaiser_best filter
 reaches 64 zero crossings ahead, and it works on 10 ms of input at least): at most
 :data:`RESAMPLE_DELAY_MS`.
@@ -311,8 +314,10 @@ class CoeffStream:
         return t_out, t_model, n_out, model_len
 
     # ---- input
-    def push(self, samples: Any) -> np.ndarray:
-        """Add speech: (n,) or (n, channels) float or integer PCM at ``sample_rate``.
+    def push(self, samples: Any, advance: bool = True) -> np.ndarray:
+        """Add speech: (n,) or (n, channels) float or integer PCM at ``sample_rate``; with
+        ``advance=False`` it is only kept (a consumer that needs no rows yet saves network
+        calls: one later call covers all of it).
 
         Returns:
             (k, 70) float32 output rows that became final (k may be 0).
@@ -337,7 +342,7 @@ class CoeffStream:
             return np.zeros((0, 70), np.float32)
         self._n_src += x.shape[0]
         self._wav.append(x if self._resampler is None else self._resampler.push(x))
-        if self._wav.stop - self._advanced_at < self._step:
+        if not advance or self._wav.stop - self._advanced_at < self._step:
             return np.zeros((0, 70), np.float32)
         self._advanced_at = self._wav.stop
         return self._advance()
@@ -764,6 +769,7 @@ def stream_frames(
                     models=models,
                     ref_eyeblink=ref_eyeblink,
                     ref_pose=ref_pose,
+                    step_frames=math.ceil(batch * MODEL_FPS / fps),  # one render batch of speech
                 )
                 setup()
                 log.info("stream: %d Hz audio, %g fps, batches of %d", rate, fps, batch)
@@ -773,7 +779,9 @@ def stream_frames(
                     f"{rate} Hz). Keep one rate per stream."
                 )
             check_cancel(should_cancel, f"Streaming cancelled after {rendered} frames.")
-            take(coeffs.push(samples))
+            # the networks run when the renderer needs rows (a lagging renderer gets all the
+            # waiting speech in one call instead of one call per piece)
+            take(coeffs.push(samples, advance=rows.stop < rendered + batch + RENDER_RADIUS))
             yield from ready(None)
         if coeffs is None:
             raise InvalidAudioError("The stream ended before any audio arrived.")
