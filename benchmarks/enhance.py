@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from sadtalker_core.config import SIZES  # noqa: E402
 from sadtalker_core.devices import reused_cpu_memory  # noqa: E402
 from sadtalker_core.enhance.landmarks import FACE_TEMPLATE  # noqa: E402
 from sadtalker_core.enhance.parsing import PARSENET_FILE  # noqa: E402
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--checkpoint_dir")
     ap.add_argument("--frames", type=int, default=4, help="frames per measured batch")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--upscales", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch_size", type=int, default=4, help="faces per restorer call")
     ap.add_argument("--repeats", type=int, default=1)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from _weights import find_weights
 
-from sadtalker_core.config import PREPROCESS_MODES
+from sadtalker_core.config import PREPROCESS_MODES, SIZES
 from sadtalker_core.errors import SadTalkerError
 from sadtalker_core.face.detect import DETECTORS, available_detectors
 from sadtalker_core.face.extract import ExtractConfig, FaceExtractor
@@ -89,14 +89,14 @@ def main() -> None:
         nargs="+",
         default=[str(FIXTURES / "people_0.png"), str(FIXTURES / "full_body_1.png")],
     )
-    ap.add_argument("--size", choices=("256", "512", "all"), default="256")
+    ap.add_argument("--size", choices=(*map(str, SIZES), "all"), default=str(SIZES[0]))
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--video", default=str(FIXTURES / "WDA_KatieHill_000.mp4"))
     ap.add_argument("--video-frames", type=int, default=25)
     args = ap.parse_args()
     device = torch.device(args.device)
     folder = find_weights(args.checkpoint_dir, ("face_3drecon",))
-    sizes = (256, 512) if args.size == "all" else (int(args.size),)
+    sizes = SIZES if args.size == "all" else (int(args.size),)
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
         f"weights {folder}"

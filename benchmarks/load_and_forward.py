@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO))
 from _weights import find_weights
 
 from sadtalker_core import models as registry
+from sadtalker_core.config import SIZES
 
 
 def _sync(device: torch.device) -> None:
@@ -49,12 +50,12 @@ def main() -> None:
     )
     ap.add_argument("--checkpoint-dir")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--size", choices=("256", "512", "all"), default="all")
+    ap.add_argument("--size", choices=(*map(str, SIZES), "all"), default="all")
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     device = torch.device(args.device)
     folder = find_weights(args.checkpoint_dir)
-    sizes = (256, 512) if args.size == "all" else (int(args.size),)
+    sizes = SIZES if args.size == "all" else (int(args.size),)
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, weights {folder}"
     )

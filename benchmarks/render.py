@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from _weights import find_weights
 
+from sadtalker_core.config import SIZES
 from sadtalker_core.io.frames import resize_frames, to_uint8
 from sadtalker_core.io.video import VideoWriter
 from sadtalker_core.paste import PasteBack
@@ -324,7 +325,7 @@ def main() -> None:
     )
     ap.add_argument("--checkpoint-dir")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512])
+    ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--precisions", nargs="+", default=["auto", "fp32"])
     ap.add_argument("--frames", type=int, default=8, help="frames timed per configuration")

@@ -17,6 +17,8 @@ import time
 import numpy as np
 from _weights import REPO, find_weights
 
+from sadtalker_core.config import SIZES
+
 FIXTURES = REPO.parent / "shared" / "fixtures"
 
 
@@ -76,7 +78,7 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=float, default=20.0, help="audio piece length")
     parser.add_argument("--pace", choices=("realtime", "fast"), default="realtime")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--size", type=int, default=256, choices=(256, 512))
+    parser.add_argument("--size", type=int, default=SIZES[0], choices=SIZES)
     parser.add_argument("--pose", action="store_true", help="head motion (default: still)")
     args = parser.parse_args()
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import models
-from ..config import PREPROCESS_MODES
+from ..config import PREPROCESS_MODES, SIZES
 from ..face.detect import available_detectors
 from ..models.download import DownloadError, download_weights, files_for
 from ..models.locate import ENV_CHECKPOINTS
@@ -40,7 +40,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "checkpoint_dir", nargs="?", help="target folder (default: the first searched folder)"
     )
-    p.add_argument("--size", choices=("256", "512", "all"), default="256", help="render model size")
+    p.add_argument(
+        "--size", choices=(*map(str, SIZES), "all"), default=str(SIZES[0]), help="render model size"
+    )
     p.add_argument(
         "--enhancer",
         action="store_true",
@@ -164,7 +166,7 @@ def check_weights(args: argparse.Namespace) -> int:
 def download(args: argparse.Namespace) -> int:
     dirs = checkpoint_dirs(args)
     dest = Path(args.checkpoint_dir).absolute() if args.checkpoint_dir else dirs[0]
-    sizes = (256, 512) if args.size == "all" else (int(args.size),)
+    sizes = SIZES if args.size == "all" else (int(args.size),)
     names = files_for(sizes, enhancer=args.enhancer, background=args.background_enhancer)
     bars: dict[str, TerminalBar] = {}
 

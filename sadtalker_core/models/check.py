@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import SIZES
 from ..errors import UnsupportedCheckpointError
 from .checkpoint import Checkpoint, canonicalize, compare_state_dict
 from .locate import find_file
@@ -80,7 +81,7 @@ def runnable_sizes(reports: Sequence[FileReport]) -> list[int]:
     ok = {r.spec.name for r in reports if r.status == "found"}
     if "mapping_00229-model.pth.tar" not in ok and "mapping_00109-model.pth.tar" not in ok:
         return []
-    sizes = [s for s in (256, 512) if f"SadTalker_V0.0.2_{s}.safetensors" in ok]
+    sizes = [s for s in SIZES if f"SadTalker_V0.0.2_{s}.safetensors" in ok]
     if 256 not in sizes and all(n in ok for n in LEGACY_SET):
         sizes.insert(0, 256)
     return sizes

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..config import SIZES
 from ..errors import ModelNotFoundError
 from .registry import FILES, LEGACY_SET, mapping_file_for
 
@@ -99,7 +100,7 @@ def network_file(
     if network == "mapping":
         return require_file(mapping_file_for(preprocess), dirs)
     size_free = network in ("audio2exp", "audio2pose", "face_3drecon")
-    sizes = [size] + ([s for s in (256, 512) if s != size] if size_free else [])
+    sizes = [size] + ([s for s in SIZES if s != size] if size_free else [])
     for s in sizes:
         found = find_file(f"SadTalker_V0.0.2_{s}.safetensors", dirs)
         if found is not None:
