@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from .io.image import ImageInput
 from .io.inputs import check_inputs
 from .io.video import VideoWriter
 from .models import MODELS, default_checkpoint_dirs
+from .options import validate
 from .paste import PasteBack
 from .progress import (
     Progress,
@@ -39,6 +41,7 @@ from .types import Coeffs, Face
 
 log = logging.getLogger(__name__)
 
+BatchHook = Callable[[np.ndarray, int, int], None]  # (uint8 frames, frames_done, total)
 REFERENCE_FPS = 25.0  # reference videos drive the coefficients frame by frame, at 25 fps
 
 
@@ -96,11 +99,6 @@ class SadTalkerPipeline:
             )
         return self._renderers[key]
 
-    def enhancer(self, config: EnhanceConfig) -> FaceEnhancer:
-        if config not in self._enhancers:
-            self._enhancers[config] = FaceEnhancer(self.dirs, self.device, config)
-        return self._enhancers[config]
-
     def extract(self, image: ImageInput, config: PipelineConfig) -> Face:
         return self.extractor.extract(image, config.extract)
 
@@ -140,6 +138,16 @@ class SadTalkerPipeline:
 
         return stream_frames(self, face, chunks, config, **kwargs)
 
+    def enhancer(self, config: EnhanceConfig, upscaler=None) -> FaceEnhancer:
+        """The face enhancer of ``config``; with ``upscaler`` (an already loaded background
+        upscaler: a spandrel ``ImageModelDescriptor`` such as a host's upscale model, or a
+        ``BackgroundUpscaler``) in place of ``config.background``."""
+        if upscaler is not None:
+            return FaceEnhancer(self.dirs, self.device, config, background=upscaler)
+        if config not in self._enhancers:
+            self._enhancers[config] = FaceEnhancer(self.dirs, self.device, config)
+        return self._enhancers[config]
+
     def iter_frames(
         self,
         face: Face,
@@ -147,37 +155,64 @@ class SadTalkerPipeline:
         config: PipelineConfig | None = None,
         progress: Progress | None = None,
         should_cancel: ShouldCancel | None = None,
+        *,
+        upscaler: Any = None,
+        on_batch: BatchHook | None = None,
     ) -> Iterator[np.ndarray]:
         """The clip as (B, H, W, 3) uint8 RGB batches, produced as they are rendered: face frames
         in the crop's aspect ratio, or pasted into the full source picture (full/extfull); with
         ``config.enhance`` the faces restored and the frames enlarged ``upscale`` times.
 
+        This is the one frame loop of every host (CLI, ComfyUI nodes, the A1111 tab): the same
+        inputs give the same frames everywhere.
+
         Args:
-            progress: ``(frames_done, frames_total)`` after each batch; it may raise to cancel.
+            progress: ``(frames_done, frames_total)`` once each batch is complete, before it is
+                handed over; it may raise to cancel.
             should_cancel: checked before each batch; True raises ``CancelledError``.
+            upscaler: with ``config.enhance``: an already loaded background upscaler (a spandrel
+                ``ImageModelDescriptor``, e.g. a host's upscale model, used where it is, or a
+                ``BackgroundUpscaler``) in place of ``config.enhance.background``.
+            on_batch: ``(frames, frames_done, frames_total)`` with each finished uint8 batch,
+                after ``progress`` and before the batch is handed over (live previews).
+
+        Raises:
+            OptionError: ``upscaler`` without ``config.enhance`` (the background upscaler works
+                inside the enhancer).
         """
         cfg = config or PipelineConfig()
+        if upscaler is not None:  # the rule between the two options, as for a named upscaler
+            validate({"background_enhancer": "upscaler", "enhancer": cfg.enhance})
         renderer = self.renderer(face.size, face.preprocess)
         pasted = "full" in face.preprocess
         paste = PasteBack(face, self.device, cfg.blend) if pasted else None
-        enhancer = self.enhancer(cfg.enhance) if cfg.enhance is not None else None
+        enhancer = self.enhancer(cfg.enhance, upscaler) if cfg.enhance is not None else None
         out_hw = output_size(face)
+        total = coeffs.num_frames
         keypoints: list[tuple[torch.Tensor, torch.Tensor]] = []
         batches = renderer.iter_batches(
-            face, coeffs, cfg.render, progress, should_cancel, lambda *kp: keypoints.append(kp)
+            face, coeffs, cfg.render, None, should_cancel, lambda *kp: keypoints.append(kp)
         )
+        done = 0
         for batch in batches:
             if enhancer is None:
-                yield paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
-                continue
-            # frames stay on the device into the enhancer, quantised to 8 bits as the official
-            # enhancer sees them (it reads the rendered video's frames)
-            frames = paste.tensor(batch) if paste is not None else resize_frames(batch, out_hw)
-            frames = frames.mul(255.0).round_().clamp_(0, 255).div_(255.0)
-            kp_source, kp_driving = keypoints.pop()
-            # the renderer knows where the head is: no face detection on the frames
-            landmarks = track_landmarks(face, kp_source, kp_driving, frames.shape[2:], pasted)
-            yield to_uint8(enhancer.enhance_tensor(frames, landmarks))
+                frames = paste(batch) if paste is not None else to_uint8(resize_frames(batch, out_hw))
+            else:
+                # frames stay on the device into the enhancer, quantised to 8 bits as the
+                # official enhancer sees them (it reads the rendered video's frames)
+                x = paste.tensor(batch) if paste is not None else resize_frames(batch, out_hw)
+                x = x.mul(255.0).round_().clamp_(0, 255).div_(255.0)
+                kp_source, kp_driving = keypoints.pop()
+                # the renderer knows where the head is: no face detection on the frames
+                landmarks = track_landmarks(face, kp_source, kp_driving, x.shape[2:], pasted)
+                frames = to_uint8(enhancer.enhance_tensor(x, landmarks))
+            keypoints.clear()
+            done += frames.shape[0]
+            if progress is not None:
+                progress(done, total)
+            if on_batch is not None:
+                on_batch(frames, done, total)
+            yield frames
 
     def render_to_file(
         self,
@@ -187,8 +222,12 @@ class SadTalkerPipeline:
         config: PipelineConfig | None = None,
         progress: RunProgress = None,
         should_cancel: ShouldCancel | None = None,
+        *,
+        upscaler: Any = None,
+        on_batch: BatchHook | None = None,
     ) -> Path:
-        """Render, paste back (full modes) and encode as frames are produced; returns the MP4 path.
+        """Render, paste back (full modes), enhance and encode as frames are produced (see
+        :meth:`iter_frames` for ``upscaler`` and ``on_batch``); returns the MP4 path.
 
         The file is written under a temporary name and renamed when complete: an error or a
         cancel leaves no output file.
@@ -202,7 +241,13 @@ class SadTalkerPipeline:
         log.info("render: %d frames at %g fps -> %s", coeffs.num_frames, coeffs.fps, out_path)
 
         frames = self.iter_frames(
-            face, coeffs, cfg, stage_progress(report, "render"), should_cancel
+            face,
+            coeffs,
+            cfg,
+            stage_progress(report, "render"),
+            should_cancel,
+            upscaler=upscaler,
+            on_batch=on_batch,
         )
         with VideoWriter(
             out_path,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from ..models import (
     find_file,
     require_file,
 )
+from ..progress import Progress, ShouldCancel, check_cancel
 from .landmarks import FACE_TEMPLATE, FrameLandmarks, alignment, five_points, points_per_frame
 from .parsing import PARSENET_FILE, load_parsenet, parse_masks
 from .spandrel_io import download_hint, load_descriptor
@@ -270,6 +271,39 @@ class FaceEnhancer:
             x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
             x = x.permute(0, 3, 1, 2).float().div_(255)  # (B, H, W, 3) -> (B, 3, H, W)
             return to_uint8(self._enhance(x, landmarks, frames))
+
+    def iter_enhance(
+        self,
+        batches: Iterable[np.ndarray],
+        total: int,
+        progress: Progress | None = None,
+        should_cancel: ShouldCancel | None = None,
+        on_batch: Callable[[np.ndarray, int, int], None] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Frames from anywhere (not from our renderer, so faces are detected in each frame),
+        batch by batch, with progress and cancel: the enhancer's frame loop for hosts.
+
+        Args:
+            batches: (b, H, W, 3) uint8 RGB batches, ``total`` frames in all; pulled one at a
+                time, so a host can convert its frames lazily.
+            total: the number of frames the batches hold (for ``progress``).
+            progress: ``(frames_done, total)`` after each batch; it may raise to cancel.
+            should_cancel: checked before each batch; True raises ``CancelledError``.
+            on_batch: ``(enhanced, frames_done, total)`` after ``progress`` (live previews).
+
+        Yields:
+            (b, H*upscale, W*upscale, 3) uint8 batches, faces restored.
+        """
+        done = 0
+        for batch in batches:
+            check_cancel(should_cancel, f"Enhancing cancelled after {done} of {total} frames.")
+            out = self.enhance(batch)
+            done += out.shape[0]
+            if progress is not None:
+                progress(done, total)
+            if on_batch is not None:
+                on_batch(out, done, total)
+            yield out
 
     def enhance_tensor(
         self, frames: torch.Tensor, landmarks: FrameLandmarks = None
