@@ -206,6 +206,16 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="session")
+def all_weights(weights_dir, restorer_dir, tmp_path_factory) -> Path:
+    """The SadTalker files and the restorers (GFPGAN, RestoreFormer) in one folder."""
+    folder = tmp_path_factory.mktemp("all_weights")
+    for src in [*weights_dir.iterdir(), *restorer_dir.iterdir()]:
+        if src.is_file() and not src.name.startswith("."):
+            (folder / src.name).symlink_to(src)
+    return folder
+
+
 # --------------------------------------------------------------------------------------------
 # One real ComfyUI server for the whole session (tests/comfyui_support.py)
 

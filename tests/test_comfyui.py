@@ -119,13 +119,8 @@ def test_talking_head_workflow(server, weights_dir):
     assert progress[-1]["value"] == progress[-1]["max"] == 3  # one update per batch of frames
 
 
-def test_enhance_node_restores_and_enlarges_the_frames(server, weights_dir, restorer_dir, tmp_path):
-    folder = tmp_path / "checkpoints"  # the SadTalker files and the restorers in one folder
-    folder.mkdir()
-    for src in [*weights_dir.iterdir(), *restorer_dir.iterdir()]:
-        if src.is_file() and not src.name.startswith("."):
-            (folder / src.name).symlink_to(src)
-    graph = api_workflow(folder, "people_0.png", "sadtalker/enhanced")
+def test_enhance_node_restores_and_enlarges_the_frames(server, all_weights):
+    graph = api_workflow(all_weights, "people_0.png", "sadtalker/enhanced")
     enhance = "9"
     graph[enhance] = {
         "class_type": "SadTalkerEnhance",

@@ -23,16 +23,6 @@ API = REPO / "example_workflows" / "api"
 TIMEOUT = 400
 
 
-@pytest.fixture(scope="module")
-def all_weights(weights_dir, restorer_dir, tmp_path_factory):
-    """The SadTalker files and the restorers in one folder."""
-    folder = tmp_path_factory.mktemp("frames_checkpoints")
-    for src in [*weights_dir.iterdir(), *restorer_dir.iterdir()]:
-        if src.is_file() and not src.name.startswith("."):
-            (folder / src.name).symlink_to(src)
-    return folder
-
-
 def long_speech_graph(weights: Path, prefix: str, audio: str = "speech.wav") -> dict:
     """The long-speech example (Load Models -> Face Crop -> Coefficients -> Render to Video)
     on the test inputs, the dlib detector and ``weights``."""

@@ -37,16 +37,6 @@ def server(comfy_server):
     return comfy_server
 
 
-@pytest.fixture(scope="module")
-def all_weights(weights_dir, restorer_dir, tmp_path_factory):
-    """The SadTalker files and the restorers in one folder."""
-    folder = tmp_path_factory.mktemp("checkpoints")
-    for src in [*weights_dir.iterdir(), *restorer_dir.iterdir()]:
-        if src.is_file() and not src.name.startswith("."):
-            (folder / src.name).symlink_to(src)
-    return folder
-
-
 def example(name: str, weights: Path, prefix: str, **images) -> dict:
     """An example API workflow pointed at the test inputs, the weights and the dlib detector;
     the diffusion part (text-to-image) replaced by LoadImage of the portrait."""
