@@ -100,7 +100,8 @@ BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 
 def _label(name: str) -> str:
-    return f"'{name}'"
+    """An option's (or input's) name in the tab's and the API's messages."""
+    return "'driven_audio'" if name == "audio" else f"'{name}'"
 
 
 def pipeline_config(

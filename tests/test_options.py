@@ -175,7 +175,7 @@ def test_tab_and_api_refuse_what_the_tab_does_not_offer():
         tab.pipeline_config({"enhancer": "gfpgan", "background_enhancer": "/etc/passwd"})
     config, values = tab.pipeline_config({"idle_seconds": 0, "enhancer": "none"})
     assert config.coeffs.idle_seconds is None and config.enhance is None
-    with pytest.raises(OptionError, match="Give either 'audio' or 'idle_seconds', not both"):
+    with pytest.raises(OptionError, match="Give either 'driven_audio' or 'idle_seconds', not both"):
         tab.pipeline_config({"idle_seconds": 1}, audio=True)
 
 
