@@ -326,6 +326,8 @@ def test_cache_entries_become_comfy_models_until_evicted(tmp_path):
         assert host.MEMORY.patchers(cpu).count(patcher) == 1  # the same patcher next time
         # all-or-nothing: a partial unload frees nothing, so ComfyUI unloads the whole holder
         assert host._Patcher.partially_unload(patcher, cpu, 123) == 0
+        # today's ComfyUI passes force_patch_weights too
+        assert host._Patcher.partially_unload(patcher, cpu, 123, force_patch_weights=True) == 0
     finally:
         MODELS.evict([("test_comfy_memory", 1)])
     assert not [p for p in host.MEMORY.patchers(cpu) if p.model[0] is net]
