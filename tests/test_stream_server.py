@@ -221,7 +221,7 @@ def test_the_page_shows_frames_while_the_microphone_streams(server, fixtures_dir
 
     At 1 fps a frame waits 13 s of speech (the renderer's 13-frame window): the first frame
     comes some 13 s + one frame's render after the microphone starts, so only that many frames
-    (about 16 on a CPU) are rendered in all."""
+    (about 17 on a CPU) are rendered in all."""
     playwright_api = pytest.importorskip("playwright.sync_api")
     x, rate = sf.read(str(fixtures_dir / "speech_48k_mono.wav"), dtype="int16")
     mic = tmp_path / "mic.wav"
@@ -246,18 +246,21 @@ def test_the_page_shows_frames_while_the_microphone_streams(server, fixtures_dir
             assert page.title() == "SadTalker live"
             page.set_input_files("#photo", str(fixtures_dir / "people_0.png"))
             page.check("#still")
-            page.fill("#max", "300")  # a safety stop; the test presses Stop
+            page.fill("#max", "30")  # the page stops the microphone after 30 s at the latest
             page.fill("#extra", json.dumps({"detector": "dlib", "fps": 1, "batch_size": 1}))
             page.click("#mic")
             page.wait_for_function(
-                "() => window.sadtalkerStats.frames > 0 || window.sadtalkerStats.error",
-                timeout=290_000,
+                "() => { const s = window.sadtalkerStats;"
+                " return s.frames > 0 || s.error || (s.audioSeconds > 0 && !s.streaming); }",
+                timeout=120_000,
             )
             first = page.evaluate(stats)
             assert first["error"] is None, first["error"]
-            assert first["streaming"] and first["framesWhileStreaming"] >= 1, first
+            # 13 s of lookahead + one frame's render (about 3 s on 2 cores) < 30 s of speech
+            assert first["framesWhileStreaming"] >= 1, f"no frame during 30 s of speech: {first}"
             assert first["firstFrameAudioSeconds"] >= 13.0  # the lookahead at 1 fps
-            page.click("#stop")
+            if page.evaluate(stats)["streaming"]:
+                page.click("#stop")
             page.wait_for_function(
                 "() => window.sadtalkerStats.video || window.sadtalkerStats.error",
                 timeout=1_200_000,
