@@ -178,9 +178,16 @@ class Option:
         if self.type in (int, float):
             if self.type is float and not math.isfinite(value):
                 raise OptionError(f"{{0}} must be finite, got {value}.", label)
-            if not self.min <= value <= self.max:
-                kind = "a positive number " if self.type is float and self.min > 0 else ""
-                raise OptionError(f"{{0}} must be {kind}in {bounds(self)}, got {value}.", label)
+            if value > self.max:
+                raise OptionError(f"{{0}} must be in {bounds(self)}, got {value}.", label)
+            if value < self.min and self.type is float and self.min > 0:
+                raise OptionError(
+                    f"{{0}} must be a positive number in {bounds(self)}, got {value}.", label
+                )
+            if value < self.min:
+                raise OptionError(
+                    f"{{0}} must be >= {self.min:g} (in {bounds(self)}), got {value}.", label
+                )
         return value
 
     def parse(self, value: Any) -> Any:
@@ -268,9 +275,9 @@ def _option(stage: str, field: str, name: str | None = None, **kw) -> Option:
 
 _DETECTOR = dict(
     choices=(AUTO, *DETECTORS),
-    unknown="Unknown face detector '{value}' ({0}). Choose one of: "
+    unknown="Unknown face detector '{value}'. Choose one of: "
     + ", ".join((AUTO, *DETECTORS))
-    + ".",
+    + " ({0} must be auto or one of the backends).",
 )
 
 OPTIONS: tuple[Option, ...] = (
@@ -308,7 +315,7 @@ OPTIONS: tuple[Option, ...] = (
     _option("run", "crf", min=0, max=MAX_CRF, step=1),
     # enhance
     _option("enhance", "enhancer", choices=ENHANCER_NAMES, switch=True, advanced=False),
-    _option("enhance", "upscale", "enhance_upscale", min=min(UPSCALES), max=max(UPSCALES), step=1),
+    _option("enhance", "upscale", "enhance_upscale", choices=UPSCALES),
     _option("enhance", "batch_size", "enhance_batch_size", min=1, max=MAX_BATCH, step=1),
     _option(
         "enhance", "background", "background_enhancer", choices=BACKGROUND_UPSCALERS, paths=True

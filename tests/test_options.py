@@ -94,7 +94,7 @@ def test_configs_check_their_fields_through_the_schema():
             cls(**{o.field: o.max})
         elif o.choices and not o.paths:
             with pytest.raises(OptionError, match=o.field) as e:
-                cls(**{o.field: "nonsense" if o.type is str else 3})
+                cls(**{o.field: "nonsense" if o.type is str else max(o.choices) + 1})
             assert e.value.option == o.field
             for choice in o.choices:
                 cls(**{o.field: choice})
@@ -195,7 +195,7 @@ def test_rules_between_options_name_the_option_in_each_host():
     with pytest.raises(OptionError, match="idle_seconds must cover at least one frame"):
         schema.validate({"idle_seconds": 0.01, "fps": 25.0})
     for detector in ("mtcnn", 3):
-        with pytest.raises(OptionError, match=f"Unknown face detector '{detector}' .detector"):
+        with pytest.raises(OptionError, match=f"Unknown face detector '{detector}'.*detector must"):
             schema.parse_values({"detector": detector})
 
 
