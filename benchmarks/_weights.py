@@ -25,7 +25,7 @@ def find_weights(explicit: str | None, needed: tuple[str, ...] = ("generator", "
     if len(folders) == 1:
         return folders.pop()
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import generate_official_weights
+    from _support import generate_official_weights
 
     default = Path.home() / ".cache" / "sadtalker_core" / "test-weights"
     dest = Path(os.environ.get("SADTALKER_TEST_WEIGHTS", default))  # where the tests keep them

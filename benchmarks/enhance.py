@@ -50,7 +50,7 @@ def weights_dir(explicit: str | None) -> Path:
     if all(found.values()) and len({p.parent for p in found.values()}) == 1:
         return next(iter(found.values())).parent
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import REFERENCE, generate_restorer_weights
+    from _support import REFERENCE, generate_restorer_weights
 
     dest = CACHE / "bench-enhance"
     dest.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -17,29 +15,16 @@ from pathlib import Path
 import av
 import numpy as np
 import soundfile as sf
+from _support import SHARED, probe_mp4, read_frames, write_speech  # noqa: F401 (read_frames: tests)
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SADTALKER_SHARED", REPO.parent / "shared"))
 sys.path.insert(0, str(SHARED / "hosts"))
 import comfyui_host as ch  # noqa: E402
 
-SPEECH_TEXT = "Hello there, how are you today?"  # spoken by espeak-ng
 URL_ENV = "SADTALKER_DOWNLOAD_URL_BASE"
 # Input types the frontend shows as widgets (the others are sockets).
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
-
-
-def write_speech(path: Path, seconds: float) -> None:
-    """The loudest ``seconds`` of an espeak-ng line as a WAV (never refused as silence)."""
-    raw = path.with_name(f"espeak_{path.stem}.wav")
-    subprocess.run(["espeak-ng", "-w", str(raw), SPEECH_TEXT], check=True, capture_output=True)
-    wav, rate = sf.read(str(raw), dtype="float32")
-    n = int(round(seconds * rate))
-    energy = np.convolve(np.abs(wav), np.ones(n, np.float32), mode="valid")
-    start = int(np.argmax(energy))
-    sf.write(str(path), wav[start : start + n], rate)
-    raw.unlink()
 
 
 def reference_video(src: Path, dest: Path, frames: int = 2) -> None:
@@ -161,22 +146,11 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
 
 def probe(path: str) -> tuple[int, float, int | None, float]:
     """(frames, fps, audio sample rate or None, audio seconds) of a video file."""
-    with av.open(path) as c:
-        v = c.streams.video[0]
-        frames = sum(1 for _ in c.decode(v))
-        fps = float(v.average_rate)
-    with av.open(path) as c:
-        if not c.streams.audio:
-            return frames, fps, None, 0.0
-        a = c.streams.audio[0]
-        samples = sum(f.samples for f in c.decode(a))
-        return frames, fps, a.rate, samples / a.rate
-
-
-def read_frames(path: str) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB frames of a video file."""
-    with av.open(path) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    info = probe_mp4(path)
+    if not info["has_audio"]:
+        return info["frames"], info["fps"], None, 0.0
+    rate = info["audio_rate"]
+    return info["frames"], info["fps"], rate, info["audio_samples"] / rate
 
 
 def load_json(path: Path) -> dict:

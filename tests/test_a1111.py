@@ -35,33 +35,15 @@ FPS = 5
 CHROMIUM = "/usr/bin/chromium"
 sys.path.insert(0, str(REPO))
 
+from _support import probe_mp4  # noqa: E402
+from _support import write_speech as _speech  # noqa: E402
+
 from sadtalker_webui.options import OPTIONS, OptionError, pipeline_config  # noqa: E402
 
 
-def _speech(path: Path, seconds: float) -> Path:
-    """espeak-ng speech cut (or padded with silence) to ``seconds``, 16 kHz mono wav."""
-    import soundfile as sf
-
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(
-        ["espeak-ng", "-s", "170", "-w", str(raw), "Hello there, this is a talking head test"],
-        check=True,
-    )
-    data, sr = sf.read(raw, dtype="float32")
-    n = int(seconds * sr)
-    data = np.pad(data, (0, max(0, n - len(data))))[:n]
-    sf.write(path, data, sr)
-    return path
-
-
 def _probe(path: Path) -> tuple[int, float, float, bool]:
-    import av
-
-    with av.open(str(path)) as c:
-        v = c.streams.video[0]
-        frames = sum(1 for _ in c.decode(v))
-        fps = float(v.average_rate)
-        return frames, fps, frames / fps, bool(c.streams.audio)
+    info = probe_mp4(path)
+    return info["frames"], info["fps"], info["frames"] / info["fps"], info["has_audio"]
 
 
 def _free_port() -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import av
@@ -11,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from _support import espeak
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
@@ -21,12 +20,6 @@ from sadtalker_core.io.audio import AudioClip, check_min_duration, check_speech,
 DURATION = 2.48  # s; an integer number of samples at 8, 16, 22.05, 44.1 and 48 kHz
 N16 = 39680  # 2.48 s * 16000 Hz
 SPEECH = "Hello there. This sentence drives the talking head, with clear speech."
-
-
-def _espeak(path: Path) -> None:
-    exe = shutil.which("espeak-ng")
-    assert exe, "espeak-ng is missing: apt-get install -y espeak-ng"
-    subprocess.run([exe, "-w", str(path), SPEECH], check=True, capture_output=True)
 
 
 def _write_av(
@@ -69,7 +62,7 @@ def _write_av(
 def speech(tmp_path_factory) -> dict:
     """espeak-ng speech cut to 2.48 s, at 22.05 kHz, plus its independent 16 kHz resample."""
     root = tmp_path_factory.mktemp("speech")
-    _espeak(root / "espeak.wav")
+    espeak(root / "espeak.wav", SPEECH)
     x, rate = sf.read(root / "espeak.wav", dtype="float64")
     assert rate == 22050
     start = int(0.1 * rate)  # skip espeak's leading silence

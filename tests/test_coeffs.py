@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _support import max_err as _max_err
 from scipy.io import loadmat, savemat, wavfile
 
 from sadtalker_core.cli.coeffs import add_cli
@@ -67,11 +68,6 @@ def run(models, src, clip):
         return cache[key]
 
     return _run
-
-
-def _max_err(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
 
 
 # --------------------------------------------------------------------------- parity

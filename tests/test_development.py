@@ -20,8 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SHARED
-from test_readme import clone_with_weights, offline_env, readme_blocks
+from _support import SHARED, clone_with_weights, offline_env, readme_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parents[1]

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE
+from _support import REFERENCE
+from _support import max_err as _max_err
 from scipy.io import wavfile
 
 from sadtalker_core.coeffs import mel as audio
@@ -46,12 +47,6 @@ def _as_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _load(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
     return load_strict(module, sd, what).eval()
-
-
-def _max_err(a: torch.Tensor | np.ndarray, b: np.ndarray) -> float:
-    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
 
 
 # --------------------------------------------------------------------------- audio front end

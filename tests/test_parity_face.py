@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, _make_weights_module
+from _support import REFERENCE
+from _support import make_weights_module as _make_weights_module
 
 from sadtalker_core.errors import ShapeError, UnsupportedCheckpointError
 from sadtalker_core.face import (

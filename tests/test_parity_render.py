@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _support import max_err as _max_err
 
 from sadtalker_core.models.checkpoint import Checkpoint, load_strict
 from sadtalker_core.render import (
@@ -31,11 +32,6 @@ SAFETENSORS_512 = "SadTalker_V0.0.2_512.safetensors"
 
 def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _max_err(actual: torch.Tensor, expected: np.ndarray) -> float:
-    assert tuple(actual.shape) == expected.shape, (tuple(actual.shape), expected.shape)
-    return float(np.abs(actual.detach().cpu().double().numpy() - expected).max())
 
 
 def _close(actual: torch.Tensor, expected: np.ndarray, atol: float, what: str) -> None:

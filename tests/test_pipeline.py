@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 import soundfile as sf
+from _support import probe_mp4, read_audio, read_frames, write_speech
 from PIL import Image
 
 from sadtalker_core import models as registry
@@ -35,7 +36,6 @@ from sadtalker_core.pipeline import PipelineConfig, SadTalkerPipeline
 from sadtalker_core.render.infer import RenderConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SPEECH_TEXT = "Hello there, how are you today?"  # spoken by espeak-ng
 OUTSIDE_MARGIN = 8  # px kept between the paste box and the compared background (filter reach)
 BLUR = 5  # px box filter before comparing with the source (yuv420p halves the colour resolution)
 TOL_CONVERSION = 1.0  # levels (0..255): background vs the source encoded alone, both lossless
@@ -50,19 +50,7 @@ TOL_BACKGROUND_MEAN = 3.0  # levels: mean blurred background vs the source pictu
 def speech(tmp_path_factory):
     """speech(name, seconds) -> path of a WAV with the loudest ``seconds`` of an espeak-ng line."""
     folder = tmp_path_factory.mktemp("speech")
-    raw = folder / "espeak.wav"
-    subprocess.run(["espeak-ng", "-w", str(raw), SPEECH_TEXT], check=True, capture_output=True)
-    wav, rate = sf.read(str(raw), dtype="float32")
-    energy = np.convolve(np.abs(wav), np.ones(rate // 5, np.float32), mode="valid")
-    start = int(np.argmax(energy))  # loudest 0.2 s: never refused as silence
-
-    def cut(name: str, seconds: float) -> Path:
-        n = int(round(seconds * rate))
-        path = folder / f"{name}.wav"
-        sf.write(str(path), wav[start : start + n], rate)
-        return path
-
-    return cut
+    return lambda name, seconds: write_speech(folder / f"{name}.wav", seconds)
 
 
 def audio_seconds(path: Path) -> float:
@@ -103,29 +91,14 @@ def face_crop(pipe, people):
 
 
 def probe_frames(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return list(read_frames(path))
 
 
 def probe(path: Path) -> dict:
-    """Streams, sizes, durations and decoded frames of an MP4 (PyAV)."""
-    out: dict = {}
-    with av.open(str(path)) as c:
-        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1, c.streams
-        v, a = c.streams.video[0], c.streams.audio[0]
-        out.update(
-            vcodec=v.codec_context.name,
-            pix_fmt=v.codec_context.pix_fmt,
-            size=(v.codec_context.width, v.codec_context.height),
-            video_s=float(v.duration * v.time_base),
-            acodec=a.codec_context.name,
-            audio_s=float(a.duration * a.time_base),
-            fps=float(v.average_rate),
-        )
-    out["frames"] = probe_frames(path)
-    with av.open(str(path)) as c:
-        out["audio"] = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
-    return out
+    """Streams, sizes, durations, decoded frames and audio of an MP4 (one video, one audio)."""
+    info = probe_mp4(path)
+    assert info["streams"] == (1, 1), info["streams"]
+    return {**info, "frames": probe_frames(path), "audio": read_audio(path)}
 
 
 def even(n: int) -> int:

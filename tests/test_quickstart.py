@@ -16,7 +16,7 @@ from pathlib import Path
 
 import av
 import soundfile as sf
-from test_readme import SADTALKER_FILES, clone_with_weights, offline_env
+from _support import SADTALKER_FILES, clone_with_weights, offline_env
 
 FACEXLIB = "https://github.com/xinntao/facexlib/releases/download"
 RELEASE = "https://github.com/OpenTalker/SadTalker/releases/download"

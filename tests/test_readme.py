@@ -13,64 +13,15 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import av
 import pytest
-import soundfile as sf
+from _support import clone_with_weights, offline_env, readme_blocks
 
 REPO = Path(__file__).resolve().parents[1]
-SADTALKER_FILES = (
-    "SadTalker_V0.0.2_256.safetensors",
-    "mapping_00229-model.pth.tar",
-    "mapping_00109-model.pth.tar",
-)
-
-
-def refused_url() -> str:
-    """http://127.0.0.1:PORT where nothing listens: every connection is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-def offline_env(**extra: str) -> dict[str, str]:
-    """This process's environment with every proxy variable pointing at a refusing port (urllib,
-    pip and huggingface honour them), as a user's shell has it: no SADTALKER_CHECKPOINTS and
-    not the tests' isolation from the checkout's ``checkpoints/`` (conftest.py)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SADTALKER_CHECKPOINTS", "SADTALKER_DEFAULT_CHECKPOINTS")
-        and not k.lower().endswith("_proxy")
-    }
-    refuse = refused_url()
-    for name in ("http_proxy", "https_proxy", "all_proxy"):
-        env[name] = env[name.upper()] = refuse
-    env.update(no_proxy="", NO_PROXY="", HF_HUB_OFFLINE="1", PIP_RETRIES="0", PIP_TIMEOUT="3")
-    env.update(extra)
-    return env
-
-
-def clone_with_weights(dest: Path, weights_dir: Path, names=SADTALKER_FILES) -> Path:
-    """A fresh clone of this repository's HEAD with ``names`` linked into its ``checkpoints/``
-    and ``examples/speech.wav`` cut to 0.05 s (1 frame at 25 fps)."""
-    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True, timeout=120)
-    ckpt = dest / "checkpoints"
-    ckpt.mkdir()
-    for name in names:
-        try:
-            os.link(weights_dir / name, ckpt / name)
-        except OSError:
-            (ckpt / name).symlink_to(weights_dir / name)
-    speech = dest / "examples" / "speech.wav"
-    wav, rate = sf.read(str(speech), dtype="float32")
-    sf.write(str(speech), wav[rate : rate + rate // 20], rate)  # 1.00-1.05 s: voiced, 1 frame
-    return dest
 
 
 def activated_env(clone: Path, tmp: Path) -> dict[str, str]:
@@ -85,10 +36,6 @@ def activated_env(clone: Path, tmp: Path) -> dict[str, str]:
     return offline_env(
         PATH=path, VIRTUAL_ENV=str(Path(sys.executable).parents[1]), PYTHONPATH=str(clone)
     )
-
-
-def readme_blocks(text: str, lang: str) -> list[str]:
-    return re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.S | re.M)
 
 
 def readme_commands(text: str) -> list[list[str]]:

@@ -13,7 +13,6 @@ import torch._inductor.config as inductor_config
 
 from sadtalker_core.config import RenderConfig
 from sadtalker_core.render import compiled
-from sadtalker_core.render.infer import Renderer, RenderModels
 from sadtalker_core.render.spade import SPADEDecoder, SPADEDecoderConfig
 
 CPU = torch.device("cpu")
@@ -110,11 +109,6 @@ def test_compiled_copy_follows_weight_changes_and_is_released():
     compiled.release(decoder)
     assert compiled._ATTR not in decoder.__dict__
     assert all(not k.startswith("_sadtalker") for k in decoder.state_dict())
-
-
-@pytest.fixture(scope="module")
-def renderer(weights_dir):
-    return Renderer(RenderModels.load(weights_dir, size=256, preprocess="crop", device=CPU))
 
 
 def test_compiled_render_matches_eager_within_the_goldens_tolerance(renderer, golden):

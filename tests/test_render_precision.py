@@ -10,15 +10,11 @@ import pytest
 import torch
 
 from sadtalker_core.config import PRECISIONS
-from sadtalker_core.render.infer import RenderConfig, Renderer, RenderModels, resolve_precision
+from sadtalker_core.render.infer import RenderConfig, resolve_precision
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 FRAMES = 4
-
-
-@pytest.fixture(scope="module")
-def renderer(weights_dir):
-    return Renderer(RenderModels.load(weights_dir, size=256, preprocess="crop", device=DEVICE))
+RENDER_DEVICE = DEVICE  # the renderer fixture's device (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,10 @@ from sadtalker_core.errors import CancelledError
 from sadtalker_core.io.frames import to_uint8
 from sadtalker_core.render.infer import (
     RenderConfig,
-    Renderer,
-    RenderModels,
     coefficient_windows,
 )
 
 ATOL_IMG_MAX, ATOL_IMG_MEAN = 2e-3, 1e-4  # goldens/README: rendered images
-
-
-@pytest.fixture(scope="module")
-def renderer(weights_dir):
-    return Renderer(RenderModels.load(weights_dir, size=256, preprocess="crop"))
 
 
 @pytest.fixture(scope="module")

@@ -5,26 +5,10 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
+from _support import probe_mp4 as _probe
 
 from sadtalker_core.errors import SadTalkerError
 from sadtalker_core.io.video import VideoWriter
-
-
-def _probe(path):
-    with av.open(str(path)) as c:
-        v = c.streams.video[0]
-        info = {
-            "vcodec": v.codec_context.name,
-            "pix_fmt": v.codec_context.pix_fmt,
-            "size": (v.codec_context.width, v.codec_context.height),
-            "frames": sum(1 for _ in c.decode(video=0)),
-        }
-    with av.open(str(path)) as c:
-        if c.streams.audio:
-            a = c.streams.audio[0]
-            info["acodec"] = a.codec_context.name
-            info["audio_s"] = float(a.duration * a.time_base)  # what players show (edit list)
-    return info
 
 
 def _frames(n, h=64, w=64):
