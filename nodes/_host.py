@@ -21,6 +21,7 @@ from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401  (the nodes' V
 from PIL import Image
 
 from ..sadtalker_core.enhance.upscale import BackgroundUpscaler
+from ..sadtalker_core.io.frames import pad_to_even as even_frames
 from ..sadtalker_core.models import FILES, MODELS, CachedModel, find_file
 from ..sadtalker_core.models.download import download_weights
 
@@ -271,8 +272,7 @@ def frames_to_image(batches: Iterable[np.ndarray], total: int, pad_to_even: bool
     start = 0
     for batch in batches:
         if pad_to_even:
-            h, w = batch.shape[1:3]
-            batch = np.pad(batch, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            batch = even_frames(batch)
         if out is None:
             out = torch.empty((total, *batch.shape[1:]), dtype=torch.float32)
         stop = start + batch.shape[0]
