@@ -46,8 +46,20 @@ def option_input(
     name = name or o.name
     tip = _tooltip(o, tooltip)
     default = o.stage_default if stage_default else o.default
-    if o.choices:
-        if all(isinstance(c, int) for c in o.choices):  # e.g. size: numbers as text
+    numbers = o.choices and all(isinstance(c, int) for c in o.choices)
+    if numbers and list(o.choices) == list(range(min(o.choices), max(o.choices) + 1)):
+        # a run of whole numbers (enhance_upscale 1..4): a number widget, as the nodes had
+        made = io.Int.Input(
+            name,
+            default=default,
+            min=min(o.choices),
+            max=max(o.choices),
+            step=1,
+            tooltip=tip,
+            optional=optional,
+        )
+    elif o.choices:
+        if numbers:  # e.g. size 256 / 512: a list of numbers as text
             choices = o.choices if stage_default else o.shown_choices
             made = io.Combo.Input(
                 name,

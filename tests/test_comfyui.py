@@ -399,7 +399,11 @@ def test_every_schema_option_is_a_node_input_with_the_same_bounds(server):
             kind, opts = spec[0], spec[1]
             where = f"{node}.{name} ({o.name})"
             assert opts.get("tooltip"), where
-            if o.choices:
+            if kind == "INT" and o.choices:  # a run of whole numbers shown as a number widget
+                assert [opts["min"], opts["max"]] == [min(o.choices), max(o.choices)], where
+                assert list(o.choices) == list(range(opts["min"], opts["max"] + 1)), where
+                assert opts["default"] in (o.default, o.stage_default), where
+            elif o.choices:
                 choices = kind if isinstance(kind, list) else opts.get("options")
                 allowed = {tuple(map(str, o.choices)), tuple(map(str, o.shown_choices))}
                 assert tuple(choices) in allowed, where
