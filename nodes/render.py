@@ -143,7 +143,7 @@ class SadTalkerRenderToVideo(io.ComfyNode):
                 "background), exactly as the command line does. Returns a VIDEO (file-backed) "
                 "for Save Video (which plays it), Get Video Components or other video nodes. The "
                 "node shows the frames as they are rendered: the first batch at once, every few "
-                "batches, the last frame when done. Cancel leaves no file."
+                "batches and the last, then plays the MP4. Cancel leaves no file."
             ),
             is_output_node=True,
             inputs=[
