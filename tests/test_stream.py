@@ -1,4 +1,4 @@
-"""Live streaming (sadtalker_core/stream.py): the streamed clip equals the offline clip.
+"""Live streaming (sadtalker_core/stream/): the streamed clip equals the offline clip.
 
 Coefficients are compared for many chunkings and rates (cheap); frames for one short clip and
 for the first batch of a cancelled stream (a 256 px frame costs seconds on a CPU).

@@ -1,79 +1,20 @@
-"""Live: frames of the talking head while the speech is still arriving.
-
-:class:`CoeffStream` is the coefficient stage fed piece by piece; :func:`stream_frames` renders
-its rows batch by batch (``SadTalkerPipeline.stream``). Each output is emitted as soon as it is
-*final*: no later audio can change it. The streamed clip is the offline clip
-(:func:`~sadtalker_core.coeffs.generate.generate_coeffs` + ``iter_frames``) of the same audio,
-with the exceptions listed under *Equality* below.
-
-Lookahead (what the networks need past a frame before it can be computed, at 25 fps):
-
-- mel window: frame i reads mel frames up to ``trunc(3.2 (i - 2)) + 15``, whose STFT reaches
-  92.5 ms (2.3 frames) past the frame's end, plus up to half a frame (20 ms) because the clip's
-  last frame is rounded (``round(duration * fps)``): 112.5 ms (:data:`MEL_LOOKAHEAD_MS`);
-- ExpNet: none (frames are independent);
-- blinks: a blink is known once the frame after it has arrived (it is dropped when it would
-  reach the clip's last frame): its first frame waits for 5 more frames, plus the half frame
-  of rounding, 220 ms (:data:`BLINK_LOOKAHEAD_MS`);
-- PoseVAE: its decoder reads a whole 32-frame chunk at once, and the Savitzky-Golay smoothing
-  6 frames on either side: a frame waits for the chunk holding the frame 6 later, i.e. 6 to 37
-  frames;
-- renderer: MappingNet reads 13 frames on either side (:data:`RENDER_RADIUS`).
-
-:func:`stream_frames` runs the networks once per render batch of speech (``batch_size`` frames),
-and only while the renderer needs rows: up to ``batch_size - 1`` frames more.
-
-Input at another rate than 16 kHz adds the streaming resampler's delay (its kaiser_best filter
-reaches 64 zero crossings ahead, and it works on 10 ms of input at least): at most
-:data:`RESAMPLE_DELAY_MS`.
-
-So the first frame needs 33 frames of speech (1.32 s) plus 112.5 ms, and each frame waits
-19 to 50 frames (0.76 to 2.0 s) plus 112.5 ms of speech past itself; with ``still`` (no
-PoseVAE) it is 13 frames + 112.5 ms = 632.5 ms, 740 ms when a blink starts 13 frames later
-(:func:`lookahead_ms`).
-
-Equality with the offline clip, same seed and same audio:
-
-- exact (bit for bit) in the waveform at 16 kHz, the mel windows, the blink schedule (clips of
-  5.6 s or more, see below), the PoseVAE latents, the pose smoothing, the frame-rate
-  resampling, the frame count and the audio track; the renderer runs on the offline clip's
-  batches (multiples of ``batch_size`` from frame 0), so equal rows give equal frames;
-- to float rounding: other input rates go through the streaming form of the official
-  resampler (within 1e-7 of the one-pass result), and ExpNet / the PoseVAE decoder run on
-  other batch compositions than offline, which changes float32 summation order: coefficients
-  agree within :data:`COEFF_TOLERANCE`, frames within :data:`FRAME_TOLERANCE` levels;
-- the random blink schedule of the official code depends on the clip length when the clip is
-  shorter than 140 frames (its gaps are drawn from ``[10, T // 2)``, no blinks at all up to 20
-  frames). A stream cannot know its length in advance, so it always draws the long-clip gaps
-  ``[10, 70)``: streams shorter than 5.6 s blink at other times than their offline clip (only
-  the blink frames differ). ``blink=False`` or ``ref_eyeblink`` make short streams equal too;
-- the coefficient stage refuses silent audio offline; a stream cannot wait for the end to
-  decide, so silence streams (the mouth stays closed);
-- not supported in a stream: idle mode and ``input_yaw/pitch/roll`` (their keyframes are spread
-  over the whole clip) raise :class:`~sadtalker_core.errors.OptionError`; the compiled decoder
-  (``compile='auto'`` renders eagerly; ``'on'`` compiles).
-
-Memory is bounded in the clip length except for the coefficient rows (about 150 floats per
-frame, 15 KB per second of speech): audio, mel frames, PoseVAE features and the renderer's rows
-are dropped once no future frame needs them.
-"""
+"""The coefficient stage of a stream (:class:`CoeffStream`): speech in piece by piece, each
+coefficient row out once no later audio can change it; the lookahead constants and
+:func:`lookahead_ms` (see :mod:`sadtalker_core.stream` for the figures and the equality with the
+offline clip)."""
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from .coeffs.audio2exp import predict_expression
-from .coeffs.audio2pose import smooth_pose
-from .coeffs.blink import BLINK_MAX_GAP, BLINK_MIN_GAP, BLINK_SHAPE
-from .coeffs.generate import (
+from ..coeffs.audio2exp import predict_expression
+from ..coeffs.audio2pose import smooth_pose
+from ..coeffs.blink import BLINK_MAX_GAP, BLINK_MIN_GAP, BLINK_SHAPE
+from ..coeffs.generate import (
     EXP_DIM,
     MODEL_FPS,
     POSE_SLICE,
@@ -82,29 +23,13 @@ from .coeffs.generate import (
     frame_counts,
     source_row,
 )
-from .coeffs.mel import DEFAULT_MEL, melspectrogram
-from .config import CoeffConfig, PipelineConfig
-from .devices import reused_cpu_memory
-from .errors import InvalidAudioError, OptionError
-from .io.audio import TARGET_RATE, _pcm_to_float, _to_numpy
-from .io.frames import resize_frames, to_uint8
-from .io.resample import StreamingResampler
-from .progress import ShouldCancel, check_cancel
-from .render import compiled
-from .render.infer import (
-    SEMANTIC_RADIUS,
-    _precision,
-    driving_sequence,
-    output_size,
-    source_tensor,
-)
-from .render.motion import transform_keypoints
-from .types import Face
-
-if TYPE_CHECKING:
-    from .pipeline import SadTalkerPipeline
-
-log = logging.getLogger(__name__)
+from ..coeffs.mel import DEFAULT_MEL, melspectrogram
+from ..config import CoeffConfig
+from ..errors import InvalidAudioError, OptionError
+from ..io.audio import TARGET_RATE, _pcm_to_float, _to_numpy
+from ..io.resample import StreamingResampler
+from ..render.infer import SEMANTIC_RADIUS
+from ..types import Face
 
 MEL_LOOKAHEAD_MS = 112.5  # speech past a frame's end its mel window needs (incl. rounding)
 BLINK_LOOKAHEAD_MS = 220.0  # speech past a blink's first frame before it is known (5.5 frames)
@@ -119,8 +44,6 @@ _HOP = DEFAULT_MEL.hop  # 200 samples per mel frame
 _HALF_FFT = DEFAULT_MEL.n_fft // 2  # 400: the STFT reaches this far past a mel frame's centre
 _MAX_CHANNELS = 16
 _PREFIX_FRAMES = 3  # mel frames recomputed before a piece (its first sample lacks pre-emphasis)
-
-Chunk = Any  # (samples, rate) or samples; samples: (n,) or (n, channels), float or integer PCM
 
 
 def _window_start(i: np.ndarray | int) -> np.ndarray:
@@ -139,40 +62,6 @@ def lookahead_ms(still: bool = False, fps: float = MODEL_FPS) -> tuple[float, fl
         return render_ms + MEL_LOOKAHEAD_MS, render_ms + BLINK_LOOKAHEAD_MS
     least = render_ms + SMOOTH_RADIUS * frame_ms + MEL_LOOKAHEAD_MS
     return least, least + (POSE_CHUNK - 1) * frame_ms
-
-
-@dataclass(frozen=True)
-class StreamBatch:
-    """Consecutive frames of a stream and the speech they show.
-
-    Attributes:
-        frames: (B, H, W, 3) uint8 RGB, as ``SadTalkerPipeline.iter_frames`` yields them.
-        start: index of the first frame in the clip.
-        fps: frame rate.
-        audio: (n,) float32 16 kHz output audio of frames ``start .. start + B``: all batches'
-            audio together is the offline clip's audio track (``Coeffs.audio``).
-        final: True for the clip's last batch.
-    """
-
-    frames: np.ndarray
-    start: int
-    fps: float
-    audio: np.ndarray
-    final: bool
-
-    @property
-    def stop(self) -> int:
-        return self.start + int(self.frames.shape[0])
-
-    @property
-    def t0(self) -> float:
-        """Seconds from the clip start to the first frame."""
-        return self.start / self.fps
-
-    @property
-    def t1(self) -> float:
-        """Seconds from the clip start to the end of the last frame."""
-        return self.stop / self.fps
 
 
 def check_stream_config(cfg: CoeffConfig) -> None:
@@ -620,185 +509,3 @@ class CoeffStream:
         )
         ratio = MODEL_FPS / self.fps
         self._rows.forget_before(int(math.floor(self._out_done * ratio)) - 1)
-
-
-def _mono_chunks(chunks: Iterable[Chunk], sample_rate: int | None) -> Iterator[tuple[Any, int]]:
-    for item in chunks:
-        if isinstance(item, tuple) and len(item) == 2:
-            samples, rate = item
-        else:
-            samples, rate = item, sample_rate
-        if rate is None:
-            raise ValueError(
-                "Give the sample rate: chunks as (samples, rate) pairs, or sample_rate=."
-            )
-        yield samples, int(rate)
-
-
-@torch.inference_mode()
-def stream_frames(
-    pipe: SadTalkerPipeline,
-    face: Face,
-    chunks: Iterable[Chunk],
-    config: PipelineConfig | None = None,
-    *,
-    sample_rate: int | None = None,
-    ref_eyeblink: np.ndarray | None = None,
-    ref_pose: np.ndarray | None = None,
-    should_cancel: ShouldCancel | None = None,
-    on_rows: Callable[[np.ndarray], None] | None = None,
-) -> Iterator[StreamBatch]:
-    """Speech arriving piece by piece -> frame batches, each as soon as it is final.
-
-    See the module text for the lookahead and the equality with the offline clip.
-
-    Args:
-        pipe: the pipeline (its networks are loaded once and shared with offline renders).
-        face: the extract-stage result.
-        chunks: audio pieces, ``(samples, rate)`` pairs or bare samples with ``sample_rate``;
-            samples (n,) or (n, channels), float in [-1, 1] or integer PCM. The rate may not
-            change within a stream. The iterator may block (live audio).
-        config: pipeline options (coefficients, render batch/precision, paste, enhance).
-        sample_rate: Hz of bare-sample chunks.
-        ref_eyeblink, ref_pose: reference-video rows as for ``generate_coeffs``.
-        should_cancel: checked before each batch: True raises ``CancelledError``.
-        on_rows: called with each piece of final coefficient rows (tests, previews).
-
-    Yields:
-        :class:`StreamBatch` in order; the last has ``final=True``.
-
-    Raises:
-        OptionError: options a stream cannot honour (``check_stream_config``).
-        InvalidAudioError: malformed chunks, or less than one frame of speech.
-        CancelledError: ``should_cancel`` said so.
-    """
-    cfg = config or PipelineConfig()
-    check_stream_config(cfg.coeffs)
-    models = pipe.coeff_models(face.size)
-    renderer = pipe.renderer(face.size, face.preprocess)
-    m = renderer.models
-    dev = renderer.device
-    fps = float(cfg.coeffs.fps)
-    batch = cfg.render.batch_size
-    precision = cfg.render.precision
-    pasted = "full" in face.preprocess
-    paste = None
-    if pasted:
-        from .paste import PasteBack
-
-        paste = PasteBack(face, pipe.device, cfg.blend)
-    enhancer = pipe.enhancer(cfg.enhance) if cfg.enhance is not None else None
-    out_hw = output_size(face)
-
-    coeffs: CoeffStream | None = None
-    rows = _Tail(m.coeff_nc)
-    rendered = 0
-    state: dict[str, Any] = {}
-
-    def setup() -> None:
-        source = source_tensor(face, m.size, dev)
-        src_row = torch.as_tensor(np.asarray(face.coeff_3dmm[: m.coeff_nc], np.float32), device=dev)
-        src_window = src_row[None, :, None].expand(1, -1, 2 * SEMANTIC_RADIUS + 1)  # (1, C, 27)
-        kp_canonical = m.kp_extractor(source)  # (1, 15, 3)
-        state["kp_canonical"] = kp_canonical
-        state["kp_source"] = transform_keypoints(kp_canonical, m.mapping(src_window))
-        with _precision(precision, dev):
-            state["feature_3d"] = m.generator.encode_source(source)
-        state["compiled"] = compiled.wanted(cfg.render.compile, dev, precision, 0)
-
-    def render(start: int, stop: int) -> np.ndarray:
-        check_cancel(should_cancel, f"Streaming cancelled after {start} frames.")
-        seq = torch.from_numpy(np.ascontiguousarray(rows.data)).to(dev)  # rows from rows.start
-        # the 27-frame windows of coefficient_windows, clamped to frame 0 and to the last known
-        # row (the clip's last frame once it has ended; never reached before)
-        offsets = torch.arange(-RENDER_RADIUS, RENDER_RADIUS + 1, device=dev)
-        frames = torch.arange(start, stop, device=dev)
-        idx = (frames[:, None] + offsets[None, :]).clamp_(0, rows.stop - 1) - rows.start
-        windows = seq[idx].transpose(1, 2)  # (B, 27, C) -> (B, C, 27)
-        generator = m.generator
-        motion = m.mapping(windows)
-        kp_driving = transform_keypoints(state["kp_canonical"], motion)
-        with _precision(precision, dev):
-            decoder = None
-            if state["compiled"] and stop - start == batch:
-                shape = (batch, *state["feature_3d"].shape[-2:])
-                decoder = compiled.decoder(generator.decoder, precision, shape)
-            out = generator.animate(state["feature_3d"], state["kp_source"], kp_driving, decoder)
-        out = out.float().clamp_(0.0, 1.0)
-        if enhancer is None:
-            return paste(out) if paste is not None else to_uint8(resize_frames(out, out_hw))
-        from .enhance.landmarks import track_landmarks
-
-        x = paste.tensor(out) if paste is not None else resize_frames(out, out_hw)
-        x = x.mul(255.0).round_().clamp_(0, 255).div_(255.0)
-        landmarks = track_landmarks(face, state["kp_source"], kp_driving, x.shape[2:], pasted)
-        return to_uint8(enhancer.enhance_tensor(x, landmarks))
-
-    def take(new_rows: np.ndarray) -> None:
-        if new_rows.shape[0]:
-            if on_rows is not None:
-                on_rows(new_rows)
-            seq = driving_sequence(face, SimpleNamespace(coeffs=new_rows), m.coeff_nc)
-            rows.append(seq)
-
-    def ready(total: int | None) -> Iterator[StreamBatch]:
-        nonlocal rendered
-        while True:
-            stop = rendered + batch
-            if total is not None:
-                stop = min(stop, total)
-                if stop <= rendered:
-                    return
-            elif stop + RENDER_RADIUS > rows.stop:  # the last frame's window must be final
-                return
-            frames = render(rendered, stop)
-            a = int(round(rendered * TARGET_RATE / fps))
-            b = int(round(stop * TARGET_RATE / fps))
-            audio = coeffs.audio(a, b)
-            rows.forget_before(stop - RENDER_RADIUS)
-            rendered = stop
-            yield StreamBatch(frames, stop - frames.shape[0], fps, audio, total == stop)
-
-    with reused_cpu_memory(dev):
-        for samples, rate in _mono_chunks(chunks, sample_rate):
-            if coeffs is None:
-                coeffs = CoeffStream(
-                    face,
-                    rate,
-                    cfg.coeffs,
-                    models=models,
-                    ref_eyeblink=ref_eyeblink,
-                    ref_pose=ref_pose,
-                    step_frames=math.ceil(batch * MODEL_FPS / fps),  # one render batch of speech
-                )
-                setup()
-                log.info("stream: %d Hz audio, %g fps, batches of %d", rate, fps, batch)
-            elif rate != coeffs.sample_rate:
-                raise InvalidAudioError(
-                    f"The sample rate changed within the stream ({coeffs.sample_rate} -> "
-                    f"{rate} Hz). Keep one rate per stream."
-                )
-            check_cancel(should_cancel, f"Streaming cancelled after {rendered} frames.")
-            # the networks run when the renderer needs rows (a lagging renderer gets all the
-            # waiting speech in one call instead of one call per piece)
-            take(coeffs.push(samples, advance=rows.stop < rendered + batch + RENDER_RADIUS))
-            yield from ready(None)
-        if coeffs is None:
-            raise InvalidAudioError("The stream ended before any audio arrived.")
-        take(coeffs.finish())
-        yield from ready(coeffs.out_frames)
-        log.info("stream: %d frames", rendered)
-
-
-__all__ = [
-    "COEFF_TOLERANCE",
-    "FRAME_TOLERANCE",
-    "BLINK_LOOKAHEAD_MS",
-    "MEL_LOOKAHEAD_MS",
-    "RESAMPLE_DELAY_MS",
-    "CoeffStream",
-    "StreamBatch",
-    "check_stream_config",
-    "lookahead_ms",
-    "stream_frames",
-]
