@@ -1,7 +1,7 @@
 """Batches of clips: the job list, one clip runner shared by every engine, the manifest
 (resumable runs), the avatar cache and the batch progress; engines: :func:`run_local` (this
-machine's devices, worker threads) and ``ray_batch.RayBatch`` (a Ray cluster; the only module
-that imports ``ray``, not imported here)."""
+machine's devices, worker threads) and ``ray_batch.RayBatch`` (a Ray cluster; the ``ray_*``
+modules, not imported here: only ``ray_cluster`` imports ``ray``, when a Ray batch runs)."""
 
 from __future__ import annotations
 
