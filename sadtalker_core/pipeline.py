@@ -32,6 +32,7 @@ from .progress import (
     ProgressBar,
     RunProgress,
     ShouldCancel,
+    batch_done,
     run_progress,
     stage_progress,
 )
@@ -207,11 +208,7 @@ class SadTalkerPipeline:
                 landmarks = track_landmarks(face, kp_source, kp_driving, x.shape[2:], pasted)
                 frames = to_uint8(enhancer.enhance_tensor(x, landmarks))
             keypoints.clear()
-            done += frames.shape[0]
-            if progress is not None:
-                progress(done, total)
-            if on_batch is not None:
-                on_batch(frames, done, total)
+            done = batch_done(frames, done, total, progress, on_batch)
             yield frames
 
     def render_to_file(

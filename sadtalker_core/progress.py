@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Union
+from collections.abc import Callable, Sized
+from typing import TypeVar, Union
 
 from .errors import CancelledError
 
@@ -27,6 +27,8 @@ ShouldCancel = Callable[[], bool]
 RunProgress = Union[StageProgress, bool, None]  # a callback, True (bar), False, None (auto)
 
 STAGE_UNITS = {"render": "frame", "coefficients": "step"}
+
+Batch = TypeVar("Batch", bound=Sized)  # a batch of frames: len() is its frame count
 
 
 def interactive() -> bool:
@@ -116,3 +118,21 @@ def stage_progress(progress: StageProgress | None, stage: str) -> Progress | Non
     if progress is None:
         return None
     return lambda done, total: progress(stage, done, total)
+
+
+def batch_done(
+    batch: Batch,
+    done: int,
+    total: int,
+    progress: Progress | None,
+    on_batch: Callable[[Batch, int, int], None] | None,
+) -> int:
+    """The end of one step of a frame loop, before the loop hands ``batch`` over: count its
+    frames, report ``progress(done, total)`` (the batch is finished), then give it to
+    ``on_batch(batch, done, total)`` (live previews). Returns the new ``done``."""
+    done += len(batch)
+    if progress is not None:
+        progress(done, total)
+    if on_batch is not None:
+        on_batch(batch, done, total)
+    return done

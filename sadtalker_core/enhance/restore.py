@@ -45,7 +45,7 @@ from ..models import (
     find_file,
     require_file,
 )
-from ..progress import Progress, ShouldCancel, check_cancel
+from ..progress import Progress, ShouldCancel, batch_done, check_cancel
 from .landmarks import FACE_TEMPLATE, FrameLandmarks, alignment, five_points, points_per_frame
 from .parsing import PARSENET_FILE, load_parsenet, parse_masks
 from .spandrel_io import download_hint, load_descriptor
@@ -298,11 +298,7 @@ class FaceEnhancer:
         for batch in batches:
             check_cancel(should_cancel, f"Enhancing cancelled after {done} of {total} frames.")
             out = self.enhance(batch)
-            done += out.shape[0]
-            if progress is not None:
-                progress(done, total)
-            if on_batch is not None:
-                on_batch(out, done, total)
+            done = batch_done(out, done, total, progress, on_batch)
             yield out
 
     def enhance_tensor(
