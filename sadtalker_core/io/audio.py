@@ -216,30 +216,73 @@ def _resampled_clip(x: np.ndarray, rate: int, what: str) -> AudioClip:
 # Files (PyAV / FFmpeg)
 
 
-def _load_file(path: Path) -> AudioClip:
+def probe_audio(path: Path, what: str = "Audio") -> None:
+    """Check that the file ``path`` holds a decodable audio track (an audio file or a video
+    with sound) from its header and first audio packets, without decoding the whole track.
+
+    Raises:
+        InvalidAudioError: missing, a folder, not a media file, no audio track, or its first
+            audio packets do not decode.
+    """
+    import av
+
+    with _open_audio(path, what) as container:
+        stream = container.streams.audio[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.size and packet.decode():
+                    return  # one decoded frame: the codec reads this file
+        except av.FFmpegError as e:
+            raise _undecodable(path.name, e) from e
+    raise _no_samples(path.name)
+
+
+def _open_audio(path: Path, what: str = "Audio") -> Any:
+    """``path`` opened by PyAV (a container to close), with at least one audio track.
+
+    Raises:
+        InvalidAudioError: missing, a folder, not a media file, or no audio track.
+    """
     import av
 
     if not path.is_file():
-        raise InvalidAudioError(
-            f"Audio file not found: {path}. Check the path"
-            + (" (it is a folder)." if path.is_dir() else ".")
-        )
-    name = path.name
+        folder = " (it is a folder)" if path.is_dir() else ""
+        raise InvalidAudioError(f"{what} file not found: {path}{folder}. Check the path.")
     try:
         container = av.open(str(path), mode="r")
     except av.FFmpegError as e:
         raise InvalidAudioError(
-            f"Could not read audio from {name} ({_reason(e)}). The file is damaged or not an "
-            "audio/video "
-            "format; re-export it (e.g. as WAV or MP3)."
+            f"Could not read audio from {path.name} ({_reason(e)}). The file is damaged or not "
+            "an audio/video format; re-export it (e.g. as WAV or MP3)."
         ) from e
-    with container:
-        if not container.streams.audio:
-            kinds = ", ".join(f"{s.type}" for s in container.streams) or "no streams"
-            raise InvalidAudioError(
-                f"{name} has no audio track (it holds: {kinds}). Use a file with sound, or give "
-                "the audio separately."
-            )
+    if not container.streams.audio:
+        kinds = ", ".join(s.type for s in container.streams) or "no streams"
+        container.close()
+        raise InvalidAudioError(
+            f"{path.name} has no audio track (it holds: {kinds}). Give a speech file (wav, mp3, "
+            "flac, ogg, m4a) or a video with sound."
+        )
+    return container
+
+
+def _undecodable(name: str, e: Exception) -> InvalidAudioError:
+    return InvalidAudioError(
+        f"Could not decode the audio of {name} ({_reason(e)}). The file is damaged; re-export it."
+    )
+
+
+def _no_samples(name: str) -> InvalidAudioError:
+    return InvalidAudioError(
+        f"{name} holds no decodable audio samples (corrupt or empty audio track). "
+        "Re-export the file."
+    )
+
+
+def _load_file(path: Path) -> AudioClip:
+    import av
+
+    name = path.name
+    with _open_audio(path) as container:
         stream = container.streams.best("audio") or container.streams.audio[0]
         expected = None  # source samples the container says the track holds
         if stream.duration is not None and stream.time_base is not None and stream.rate:
@@ -256,17 +299,11 @@ def _load_file(path: Path) -> AudioClip:
                 for frame in decoded:
                     track.add(_frame_to_mono(frame), frame.sample_rate)
         except av.FFmpegError as e:
-            raise InvalidAudioError(
-                f"Could not decode the audio of {name} ({_reason(e)}). The file is damaged; "
-                "re-export it."
-            ) from e
+            raise _undecodable(name, e) from e
     if bad:
         log.warning("%s: skipped %d undecodable audio packet(s).", name, bad)
     if track.n_source == 0:
-        raise InvalidAudioError(
-            f"{name} holds no decodable audio samples (corrupt or empty audio track). "
-            "Re-export the file."
-        )
+        raise _no_samples(name)
     source_rate = track.rate or stream.rate
     wav = track.finish(expected)
     duration = track.duration

@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 # reconstruction net away from the black/white extremes a plain drop of alpha would give.
 ALPHA_BACKGROUND = (127, 127, 127)
 
+# what PIL raises for a file that is not a picture it can read (UnidentifiedImageError is an
+# OSError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError)
+
 ImageInput = Union[str, os.PathLike, bytes, "np.ndarray", "PIL.Image.Image", "torch.Tensor"]  # noqa: F821
 
 
@@ -56,8 +60,7 @@ def load_image(image: ImageInput, name: str | None = None) -> SourceImage:
     """
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
-        if not path.is_file():
-            raise InvalidImageError(f"Source image {path} does not exist.")
+        _check_file(path)
         return _from_pil(_open_pil(path.read_bytes(), str(path)), name or path.name)
     if isinstance(image, (bytes, bytearray)):
         return _from_pil(_open_pil(bytes(image), name or "image bytes"), name or "image bytes")
@@ -75,19 +78,52 @@ def load_image(image: ImageInput, name: str | None = None) -> SourceImage:
     )
 
 
+def probe_image(path: Path) -> None:
+    """Check that the file ``path`` holds a picture PIL can identify, from its header (the
+    pixels are not decoded: a fraction of a second for any size).
+
+    Raises:
+        InvalidImageError: missing, a folder, empty, or not a picture.
+    """
+    from PIL import Image
+
+    _check_file(path)
+    if path.stat().st_size == 0:
+        raise _empty(path)
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except _DECODE_ERRORS as e:
+        raise _undecodable(path, e) from e
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        what = "is a folder, not a picture" if path.is_dir() else "does not exist"
+        raise InvalidImageError(f"Source image {path} {what}. Check the path.")
+
+
+def _empty(name: object) -> InvalidImageError:
+    return InvalidImageError(f"Source image {name} is empty (0 bytes).")
+
+
+def _undecodable(name: object, e: Exception) -> InvalidImageError:
+    return InvalidImageError(
+        f"Source image {name} cannot be decoded ({type(e).__name__}: {e}). The file is corrupt "
+        "or not an image; re-export it as PNG or JPEG."
+    )
+
+
 def _open_pil(data: bytes, name: str):
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if not data:
-        raise InvalidImageError(f"Source image {name} is empty (0 bytes).")
+        raise _empty(name)
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InvalidImageError(
-            f"Source image {name} cannot be decoded ({type(e).__name__}: {e}). The file is corrupt "
-            "or not an image; re-export it as PNG or JPEG."
-        ) from e
+    except _DECODE_ERRORS as e:
+        raise _undecodable(name, e) from e
     if (
         img.format
         and Path(name).suffix

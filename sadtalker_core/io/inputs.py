@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidAudioError, InvalidImageError, InvalidVideoError
+from ..errors import InvalidVideoError
+from .audio import probe_audio
+from .image import probe_image
 
 COEFF_SUFFIXES = (".npz", ".mat")  # reference motion given as coefficient rows
 
@@ -27,23 +29,8 @@ def check_image_file(image: Any) -> None:
         InvalidImageError: missing, a folder, empty, or not a picture.
     """
     path = _path(image)
-    if path is None:
-        return
-    if not path.is_file():
-        what = "is a folder, not a picture" if path.is_dir() else "does not exist"
-        raise InvalidImageError(f"Source image {path} {what}. Check the path.")
-    if path.stat().st_size == 0:
-        raise InvalidImageError(f"Source image {path} is empty (0 bytes).")
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InvalidImageError(
-            f"Source image {path} cannot be decoded ({type(e).__name__}: {e}). The "
-            "file is corrupt or not an image; re-export it as PNG or JPEG."
-        ) from e
+    if path is not None:
+        probe_image(path)
 
 
 def check_audio_file(audio: Any, what: str = "Audio") -> None:
@@ -55,41 +42,8 @@ def check_audio_file(audio: Any, what: str = "Audio") -> None:
             audio packets do not decode.
     """
     path = _path(audio)
-    if path is None:
-        return
-    if not path.is_file():
-        what_is = " (it is a folder)" if path.is_dir() else ""
-        raise InvalidAudioError(f"{what} file not found: {path}{what_is}. Check the path.")
-    import av
-
-    try:
-        container = av.open(str(path), mode="r")
-    except av.FFmpegError as e:
-        raise InvalidAudioError(
-            f"Could not read audio from {path.name} ({getattr(e, 'strerror', None) or e}). The "
-            "file is damaged or not an audio/video format; re-export it (e.g. as WAV or MP3)."
-        ) from e
-    with container:
-        if not container.streams.audio:
-            kinds = ", ".join(s.type for s in container.streams) or "no streams"
-            raise InvalidAudioError(
-                f"{path.name} has no audio track (it holds: {kinds}). Give a speech file (wav, "
-                "mp3, flac, ogg, m4a) or a video with sound."
-            )
-        stream = container.streams.audio[0]
-        try:
-            for packet in container.demux(stream):
-                if packet.size and packet.decode():
-                    return  # one decoded frame: the codec reads this file
-        except av.FFmpegError as e:
-            raise InvalidAudioError(
-                f"Could not decode the audio of {path.name} ({getattr(e, 'strerror', None) or e})."
-                " The file is damaged; re-export it."
-            ) from e
-    raise InvalidAudioError(
-        f"{path.name} holds no decodable audio samples (corrupt or empty audio track). "
-        "Re-export the file."
-    )
+    if path is not None:
+        probe_audio(path, what)
 
 
 def check_reference(reference: Any, option: str) -> None:
