@@ -267,6 +267,28 @@ def _blink_ratio(has_ref: bool, cfg: CoeffConfig, frames: int) -> np.ndarray:
     return np.asarray(_draw_blinks(frames, cfg.seed), np.float32).reshape(frames)
 
 
+def _expression(
+    models: CoeffModels,
+    windows: torch.Tensor,
+    src_exp: np.ndarray,
+    blink_rows: np.ndarray | None,
+    cfg: CoeffConfig,
+    progress: Progress | None,
+) -> np.ndarray:
+    """(T, 64) expression: ExpNet on the mel windows, the reference expression (the source's,
+    or a reference video's rows tiled to the clip) and the eye-closure ratio (the seeded blinks;
+    none when the reference video drives the blinks), scaled around the source expression by
+    ``expression_scale``."""
+    frames = windows.shape[0]
+    ratio = _blink_ratio(blink_rows is not None, cfg, frames)
+    ref_exp = src_exp if blink_rows is None else tile_rows(blink_rows, frames)[:, :EXP_DIM]
+    exp = predict_expression(models.exp_net, windows, ref_exp, ratio, cfg.chunk_frames, progress)
+    exp = exp.float().cpu().numpy()  # (T, 64)
+    if cfg.expression_scale != 1.0:
+        exp = src_exp + np.float32(cfg.expression_scale) * (exp - src_exp)
+    return exp
+
+
 def _head_pose(
     models: CoeffModels,
     windows: torch.Tensor,
@@ -380,26 +402,16 @@ def generate_coeffs(
     timeline = _timeline(audio, cfg)
     t_out, t_model = timeline.out_frames, timeline.model_frames
 
-    # ---- reference rows, blink ratio
     blink_rows = (
         None if ref_eyeblink is None else _reference_rows(ref_eyeblink, "ref_eyeblink", EXP_DIM)
     )
     pose_rows = None if ref_pose is None else _reference_rows(ref_pose, "ref_pose", ROW_DIM)
-    ratio = _blink_ratio(blink_rows is not None, cfg, t_model)
-    ref_exp = src_exp if blink_rows is None else tile_rows(blink_rows, t_model)[:, :EXP_DIM]
 
-    # ---- networks
     run_pose = not cfg.still
     exp_progress, pose_progress = _network_progress(progress, t_model, run_pose)
     windows_t = torch.from_numpy(timeline.windows).to(models.device)  # one transfer, both nets
-    exp = predict_expression(
-        models.exp_net, windows_t, ref_exp, ratio, cfg.chunk_frames, exp_progress
-    )
-    exp = exp.float().cpu().numpy()  # (t_model, 64)
-
+    exp = _expression(models, windows_t, src_exp, blink_rows, cfg, exp_progress)
     pose = _head_pose(models, windows_t, src_pose, pose_rows, cfg, pose_progress)
-    if cfg.expression_scale != 1.0:
-        exp = src_exp + np.float32(cfg.expression_scale) * (exp - src_exp)
 
     rows = np.concatenate([exp, pose], axis=1).astype(np.float32)  # (t_model, 70)
     if t_model != t_out or fps != MODEL_FPS:
