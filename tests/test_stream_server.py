@@ -1,4 +1,4 @@
-"""The live endpoint /sadtalker/v1/stream (sadtalker_core/stream_server.py) served by uvicorn as
+"""The live endpoint /sadtalker/v1/stream (sadtalker_core/stream_server/) served by uvicorn as
 ``sadtalker serve`` does, with a real WebSocket client; and the page in headless Chromium
 with a fake microphone."""
 
