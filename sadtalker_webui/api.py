@@ -11,17 +11,23 @@ server unless a setting says so):
   anything else is a 403 that says the same for files that exist and files that do not.
 - The decoded files of a request weigh at most ``sadtalker_api_max_request_mb`` MB, the audio,
   reference videos and idle motion last at most ``sadtalker_api_max_seconds``: 413 beyond.
+- The live endpoint ``/sadtalker/v1/stream`` (``sadtalker_core.stream_server``): each stream is a
+  host job like a request (``/sdapi/v1/interrupt`` stops it), and its audio lasts at most
+  ``sadtalker_api_max_seconds``: past that the stream ends with an error naming the limit and
+  the setting (close code 1008).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -461,7 +467,34 @@ def register(app, studio: Studio = STUDIO) -> None:
     def weights_route():
         return weights(studio)
 
-    # live: the WebSocket endpoint /sadtalker/v1/stream, streams under the host's queue lock
+    # live: the WebSocket endpoint /sadtalker/v1/stream, each stream a host job (queue lock,
+    # progress bar, Interrupt) whose audio lasts at most the API's duration setting
     from sadtalker_core.stream_server import stream_router
 
-    app.include_router(stream_router(studio.pipeline, lock=host.queue_lock()))
+    app.include_router(
+        stream_router(
+            studio.pipeline,
+            job=live_job,
+            max_seconds=lambda: host.api_limit(host.API_MAX_SECONDS, host.API_DEFAULT_MAX_SECONDS),
+            limit_setting=host.API_MAX_SECONDS,
+            limit_hint="Settings > SadTalker",
+        )
+    )
+
+
+@contextlib.contextmanager
+def live_job() -> Iterator[Any]:
+    """One live stream as a host job (``host.job``): it waits for the queue lock, shows its
+    frames in the progress text, and ``/sdapi/v1/interrupt`` (the Interrupt button) stops it at
+    its next batch, or while it waits for audio."""
+    from sadtalker_core.stream_server import JobHooks
+
+    with host.job("sadtalker-live") as st:
+        st.job_count = 1
+        st.textinfo = "SadTalker live: waiting for speech"
+
+        def progress(frames: int) -> None:
+            st.sampling_step = frames
+            st.textinfo = f"SadTalker live: {frames} frames"
+
+        yield JobHooks(should_cancel=host.is_interrupted, progress=progress)

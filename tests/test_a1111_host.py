@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import sys
+import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -171,3 +173,98 @@ def test_api_server_path_rules(monkeypatch, tmp_path):
         api.server_path("driven_audio", str(data / "sub" / "missing.wav"))
     with pytest.raises(api.BadInputError, match="there is no file"):
         api.server_path("driven_audio", str(data / "sub"))  # a folder
+
+
+# --------------------------------------------------------------------------------------------
+# The live endpoint as A1111 mounts it (api.register): a host job with the API's duration limit
+
+
+@pytest.fixture(scope="module")
+def live_pipe(weights_dir):
+    from sadtalker_core import SadTalkerPipeline
+
+    return SadTalkerPipeline(weights_dir, "cpu")
+
+
+def _live(monkeypatch, live_pipe, **opts):
+    """A TestClient of an app with api.register's routes, under stand-in ``modules.shared``
+    (settings ``opts``, the host's ``state``); returns (client, state)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    shared = types.ModuleType("modules.shared")
+    shared.opts = types.SimpleNamespace(**opts)
+    shared.state = host._State()
+    _host_modules(monkeypatch, **{"modules.shared": shared})
+    app = FastAPI()
+    api.register(app, types.SimpleNamespace(pipeline=lambda: live_pipe))  # the Studio's part
+    return TestClient(app), shared.state
+
+
+def _start_live(ws, fixtures_dir, rate: int = 16000) -> None:
+    photo = base64.b64encode((fixtures_dir / "people_0.png").read_bytes()).decode()
+    options = {"detector": "dlib", "still": True, "batch_size": 2}
+    start = {"type": "start", "image": photo, "sample_rate": rate, "format": "f32le"}
+    ws.send_json({**start, "channels": 1, "options": options})
+    assert ws.receive_json()["type"] == "ready"
+
+
+def _tone(seconds: float, rate: int = 16000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype("<f4").tobytes()
+
+
+def test_live_stream_obeys_the_api_duration_limit(monkeypatch, live_pipe, fixtures_dir):
+    """Audio past sadtalker_api_max_seconds ends the stream: an error naming the limit and the
+    setting, close code 1008 with a reason naming both; the host job ends."""
+    client, state = _live(monkeypatch, live_pipe, sadtalker_api_max_seconds=0.3)
+    with client.websocket_connect("/sadtalker/v1/stream") as ws:
+        _start_live(ws, fixtures_dir)
+        ws.send_bytes(_tone(0.2))  # within the limit
+        ws.send_bytes(_tone(0.2))  # 0.4 s in all
+        error = ws.receive_json()
+        closed = ws.receive()
+    assert error["type"] == "error" and error["setting"] == "sadtalker_api_max_seconds"
+    assert "longer than the limit of 0.3 s" in error["message"]
+    assert "Settings > SadTalker ('sadtalker_api_max_seconds')" in error["message"]
+    assert closed["code"] == 1008
+    assert closed["reason"] == "Audio past the 0.3 s limit ('sadtalker_api_max_seconds')"
+    _wait_job_end(state)
+
+
+def _wait_job_end(state, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while state.job_count != 0 or not host.queue_lock().acquire(timeout=0.1):
+        assert time.monotonic() < deadline, "the live stream's host job did not end"
+        time.sleep(0.05)
+    host.queue_lock().release()
+
+
+@pytest.mark.parametrize("audio_s", [0.0, 0.4])
+def test_live_stream_is_a_host_job_that_interrupt_stops(
+    monkeypatch, live_pipe, fixtures_dir, audio_s
+):
+    """A live stream holds the host's job (its progress text shows it); the host's Interrupt
+    (/sdapi/v1/interrupt) stops it, also while it waits for audio, with an error saying so; the
+    job's stop flag is cleared for the next job. No limit when the setting is 0."""
+    client, state = _live(monkeypatch, live_pipe, sadtalker_api_max_seconds=0)
+    with client.websocket_connect("/sadtalker/v1/stream") as ws:
+        _start_live(ws, fixtures_dir)
+        if audio_s:
+            ws.send_bytes(_tone(audio_s))  # less than the lookahead: no frame yet
+        deadline = time.monotonic() + 60
+        while state.textinfo != "SadTalker live: waiting for speech":
+            assert time.monotonic() < deadline, f"no host job: {state.textinfo!r}"
+            time.sleep(0.05)
+        assert state.job_count == 1
+        host.interrupt()
+        error = ws.receive_json()
+        closed = ws.receive()
+    assert error["type"] == "error" and "setting" not in error
+    # with audio: the next chunk's check, or the wait for more audio
+    assert error["message"].startswith("Interrupted on the server: "), error
+    if not audio_s:
+        assert error["message"].endswith("the stream was stopped while it waited for audio.")
+    assert closed["code"] == 1000
+    _wait_job_end(state)
+    assert not host.is_interrupted()

@@ -20,6 +20,7 @@ from .protocol import (
     OPTIONS,
     PATH,
     ProtocolError,
+    StreamLimitError,
     decode_pcm,
     encode_jpeg,
     mux_audio,
@@ -27,17 +28,19 @@ from .protocol import (
     parse_start,
     unpack,
 )
-from .session import AUDIO_QUEUE, FRAME_QUEUE, MAX_FACES, StreamService
+from .session import AUDIO_QUEUE, FRAME_QUEUE, MAX_FACES, JobHooks, StreamService
 
 __all__ = [
     "AUDIO_QUEUE",
     "FORMATS",
     "FRAME_QUEUE",
+    "JobHooks",
     "MAX_FACES",
     "MAX_MESSAGE",
     "OPTIONS",
     "PATH",
     "ProtocolError",
+    "StreamLimitError",
     "StreamService",
     "build_app",
     "decode_pcm",

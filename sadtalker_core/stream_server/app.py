@@ -6,36 +6,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import CancelledError, MissingDependencyError, SadTalkerError
+from ..errors import MissingDependencyError, SadTalkerError
 from ..stream import lookahead_ms
-from .protocol import PATH, ProtocolError, fail, parse_start, receive_json
+from .protocol import PATH, ProtocolError, StreamLimitError, fail, parse_start, receive_json
 from .session import (
     _END,
     AUDIO_QUEUE,
     FRAME_QUEUE,
     StreamService,
     _read_audio,
-    _render,
     _send_results,
+    _work,
 )
 
-log = logging.getLogger(__name__)
 
-
-def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=None):
+def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=None, **limits: Any):
     """A FastAPI ``APIRouter`` with the WebSocket endpoint at :data:`PATH`.
 
     Args:
         get_pipeline: returns the shared :class:`~sadtalker_core.pipeline.SadTalkerPipeline`.
-        lock: held while a stream renders (A1111: the host's queue lock).
+        lock: held while a stream renders (without ``job``).
         service: a :class:`StreamService` to use (tests); built from the above by default.
+        limits: ``job``, ``max_seconds``, ``limit_setting``, ``limit_hint`` of
+            :class:`StreamService` (A1111: the host's job and the API's duration setting).
 
     Raises:
         MissingDependencyError: FastAPI is not installed.
@@ -46,7 +45,7 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
         raise MissingDependencyError("fastapi", "The live endpoint /sadtalker/v1/stream") from e
     from starlette.concurrency import run_in_threadpool
 
-    service = service or StreamService(get_pipeline, lock)
+    service = service or StreamService(get_pipeline, lock, **limits)
     router = APIRouter()
 
     async def endpoint(ws: WebSocket) -> None:
@@ -58,6 +57,7 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
         worker: asyncio.Future | None = None
         try:
             cfg, settings = parse_start(await receive_json(ws))
+            settings["max_seconds"] = service.audio_limit()
             face_id, face = await run_in_threadpool(
                 service.face, settings["image"], settings["face_id"], cfg
             )
@@ -73,23 +73,13 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
             def put(item) -> None:  # worker thread -> event loop, blocks while the queue is full
                 asyncio.run_coroutine_threadsafe(out_q.put(item), loop).result()
 
-            def work() -> None:
-                try:
-                    _render(service, face, cfg, settings, audio_q, cancel, put)
-                except CancelledError:
-                    pass
-                except (SadTalkerError, ValueError) as e:
-                    put({"type": "error", "message": str(e), "code": 1008})
-                except Exception as e:  # noqa: BLE001 - reported to the client, logged here
-                    log.exception("stream failed")
-                    put({"type": "error", "message": f"Server error: {e}", "code": 1011})
-                finally:
-                    with contextlib.suppress(RuntimeError):
-                        put(None)
-
-            worker = loop.run_in_executor(None, work)
+            worker = loop.run_in_executor(
+                None, _work, service, face, cfg, settings, audio_q, cancel, put
+            )
             reader = asyncio.create_task(_read_audio(ws, service, settings, audio_q, cancel))
             await _send_results(ws, out_q, reader)
+        except StreamLimitError as e:
+            await fail(ws, str(e), 1008, e.setting, e.reason)
         except ProtocolError as e:
             await fail(ws, str(e), 1008)
         except SadTalkerError as e:

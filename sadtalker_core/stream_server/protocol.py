@@ -17,7 +17,10 @@ server -> client
       frame is final; at the end ``{"type": "video", "frames", "seconds"}`` + the complete MP4
       (H.264 + AAC, the offline clip);
     - text ``{"type": "done", "frames", "seconds"}`` last; ``{"type": "error", "message"}`` then
-      a close (code 1008 for bad input, 1011 for a server failure) on an error.
+      a close (code 1008 for bad input, 1011 for a server failure) on an error. A stream whose
+      audio passes the server's duration limit gets 1008 with ``"setting"`` (the setting that
+      raises it) in the error and a close reason naming both; one stopped on the server (A1111's
+      Interrupt) gets its error and 1000.
 
 Why JPEG frames and not fragmented MP4: every frame stands alone, so a browser shows it the
 moment it arrives (an ``<img>``/canvas, no Media Source Extensions, no H.264 decoder needed:
@@ -68,6 +71,16 @@ OPTIONS = {  # start option -> (config part, field)
 
 class ProtocolError(SadTalkerError, ValueError):
     """The client broke the protocol; the message says how to fix the request."""
+
+
+class StreamLimitError(ProtocolError):
+    """A stream went past a limit of the server (its audio lasts too long); ``setting`` names
+    the setting that raises the limit, ``reason`` is the short close reason."""
+
+    def __init__(self, message: str, setting: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.setting = setting
+        self.reason = reason
 
 
 def _header(kind: str, **fields: Any) -> bytes:
@@ -216,9 +229,17 @@ async def receive_json(ws) -> Any:
         raise ProtocolError(f"Not JSON: {text[:60]!r}.") from None
 
 
-async def fail(ws, message: str, code: int) -> None:
-    """The error message, then a close with ``code`` (1008 bad input, 1011 a server failure)."""
+async def fail(
+    ws, message: str, code: int, setting: str | None = None, reason: str | None = None
+) -> None:
+    """The error message (with the ``setting`` that decides, if any), then a close with ``code``
+    (1008 bad input or a limit, 1011 a server failure, 1000 an interrupt on the server) and
+    ``reason`` (at most 123 bytes, cut)."""
     log.info("stream: %s", message)
+    body = {"type": "error", "message": message}
+    if setting:
+        body["setting"] = setting
     with contextlib.suppress(Exception):  # the client may be gone already
-        await ws.send_json({"type": "error", "message": message})
-        await ws.close(code=code)
+        await ws.send_json(body)
+        cut = (reason or "").encode()[:123].decode(errors="ignore")
+        await ws.close(code=code, reason=cut or None)

@@ -15,24 +15,27 @@ import binascii
 import contextlib
 import hashlib
 import json
+import logging
 import queue
 import shutil
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 
 from ..config import PipelineConfig
-from ..errors import CancelledError
+from ..errors import CancelledError, SadTalkerError
 from ..io.video import VideoWriter
 from ..stream import StreamBatch
 from .protocol import (
     MAX_MESSAGE,
     ProtocolError,
+    StreamLimitError,
     _header,
     decode_pcm,
     encode_jpeg,
@@ -41,10 +44,32 @@ from .protocol import (
     pack,
 )
 
+log = logging.getLogger(__name__)
+
 AUDIO_QUEUE = 64  # audio messages waiting for the stream
 FRAME_QUEUE = 4  # encoded batches waiting for the client
 MAX_FACES = 16  # extracted faces kept for face_id
 _END = object()
+
+
+@dataclass
+class JobHooks:
+    """What a host gives a stream while it renders (the ``job`` of :class:`StreamService`).
+
+    Attributes:
+        should_cancel: True stops the stream (A1111's Interrupt); checked before each batch and
+            while the stream waits for audio.
+        progress: called with the frames sent so far, after each batch.
+    """
+
+    should_cancel: Callable[[], bool] | None = None
+    progress: Callable[[int], None] | None = None
+
+
+@contextlib.contextmanager
+def _locked(lock: Any) -> Iterator[JobHooks]:
+    with lock:
+        yield JobHooks()
 
 
 class StreamService:
@@ -53,15 +78,52 @@ class StreamService:
     Args:
         get_pipeline: returns the (shared) :class:`SadTalkerPipeline`.
         lock: held while a stream renders (a host's GPU queue lock); one stream at a time.
+        job: in place of ``lock``: returns a context manager held while a stream renders, which
+            yields the stream's :class:`JobHooks` (A1111: the host's job, so its Interrupt and
+            progress bar reach the stream).
+        max_seconds: the longest audio a stream may send, in seconds, or a callable read at
+            each stream's start (a setting); None or <= 0: no limit.
+        limit_setting, limit_hint: the setting that raises ``max_seconds`` and where it is
+            (e.g. ``"Settings > SadTalker"``), named in the error.
     """
 
-    def __init__(self, get_pipeline: Callable[[], Any], lock: Any = None):
+    def __init__(
+        self,
+        get_pipeline: Callable[[], Any],
+        lock: Any = None,
+        *,
+        job: Callable[[], ContextManager[JobHooks]] | None = None,
+        max_seconds: float | Callable[[], float | None] | None = None,
+        limit_setting: str | None = None,
+        limit_hint: str | None = None,
+    ):
         self.get_pipeline = get_pipeline
         self.lock = lock if lock is not None else threading.Lock()
+        self.job = job or (lambda: _locked(self.lock))
+        self.max_seconds = max_seconds
+        self.limit_setting, self.limit_hint = limit_setting, limit_hint
         self._faces: OrderedDict[str, Any] = OrderedDict()
         self._faces_lock = threading.Lock()
         self.active = 0  # streams running (tests, health)
         self.audio_backlog = 0  # most audio messages ever waiting in one stream's queue
+
+    def audio_limit(self) -> float | None:
+        """Seconds of audio a stream starting now may send (None: no limit)."""
+        limit = self.max_seconds() if callable(self.max_seconds) else self.max_seconds
+        return float(limit) if limit is not None and float(limit) > 0 else None
+
+    def too_long(self, limit: float) -> StreamLimitError:
+        """The error of a stream whose audio passed ``limit`` seconds."""
+        setting = self.limit_setting
+        if setting:
+            where = f" in {self.limit_hint}" if self.limit_hint else ""
+            fix = f"End the stream sooner, or raise the limit{where} ('{setting}')."
+            reason = f"Audio past the {limit:g} s limit ('{setting}')"
+        else:
+            fix = "End the stream sooner."
+            reason = f"Audio past the {limit:g} s limit"
+        message = f"The audio of this stream lasts longer than the limit of {limit:g} s. {fix}"
+        return StreamLimitError(message, setting, reason)
 
     def face(self, image_b64: str | None, face_id: str | None, cfg: PipelineConfig):
         """(face_id, Face): extracted from the photo, or the cached face of ``face_id``.
@@ -97,74 +159,101 @@ class StreamService:
         return key, face
 
 
-def _chunks(audio: queue.Queue, rate: int, cancel: threading.Event) -> Iterator:
+def _chunks(audio: queue.Queue, rate: int, cancel: threading.Event, hooks: JobHooks) -> Iterator:
+    """The audio queue as the stream's chunks; waits for audio, but not past a cancel."""
     while True:
-        item = audio.get()
+        try:
+            item = audio.get(timeout=0.25)
+        except queue.Empty:
+            item = None
         if cancel.is_set():
             raise CancelledError("The client cancelled the stream.")
+        if hooks.should_cancel is not None and hooks.should_cancel():
+            raise CancelledError("the stream was stopped while it waited for audio.")
         if item is _END:
             return
-        yield item, rate
+        if item is not None:
+            yield item, rate
+
+
+def _work(service, face, cfg, settings, audio_q, cancel, put) -> None:
+    """The worker thread's body: :func:`_render`, its errors as error items, then None."""
+    try:
+        _render(service, face, cfg, settings, audio_q, cancel, put)
+    except CancelledError as e:
+        if not cancel.is_set():  # not the client: stopped on the server (A1111's Interrupt)
+            put({"type": "error", "message": f"Interrupted on the server: {e}", "code": 1000})
+    except (SadTalkerError, ValueError) as e:
+        put({"type": "error", "message": str(e), "code": 1008})
+    except Exception as e:  # noqa: BLE001 - reported to the client, logged here
+        log.exception("stream failed")
+        put({"type": "error", "message": f"Server error: {e}", "code": 1011})
+    finally:
+        with contextlib.suppress(RuntimeError):
+            put(None)
 
 
 def _render(service, face, cfg, settings, audio_q, cancel, put) -> None:
-    """The worker thread: stream, encode JPEGs and the MP4, hand results to ``put``."""
+    """The worker thread: stream under the service's job, hand encoded results to ``put``."""
     pipe = service.get_pipeline()
     folder = Path(tempfile.mkdtemp(prefix="sadtalker-stream-"))
-    audio_parts: list[np.ndarray] = []
     try:
-        with service.lock:
+        with service.job() as hooks:
             service.active += 1
-            writer = None
             try:
-                batches = pipe.stream(
-                    face,
-                    _chunks(audio_q, settings["rate"], cancel),
-                    cfg,
-                    should_cancel=cancel.is_set,
-                )
-                batch: StreamBatch | None = None
-                for batch in batches:
-                    if writer is None:
-                        writer = VideoWriter(folder / "video.mp4", fps=batch.fps, crf=cfg.crf)
-                    writer.write(batch.frames)
-                    audio_parts.append(batch.audio)
-                    frames = [
-                        pack(
-                            _header(
-                                "frame",
-                                index=batch.start + k,
-                                t=(batch.start + k) / batch.fps,
-                                duration=1.0 / batch.fps,
-                            ),
-                            encode_jpeg(f, settings["quality"]),
-                        )
-                        for k, f in enumerate(batch.frames)
-                    ]
-                    put(frames)
-                if writer is None or batch is None:
-                    raise CancelledError("The stream ended without frames.")
-                video = writer.close()
-                out = folder / "clip.mp4"
-                mux_audio(video, np.concatenate(audio_parts), 16000, out)
-                seconds = batch.t1
-                header = _header("video", frames=batch.stop, seconds=seconds)
-                put([pack(header, out.read_bytes())])
-                put({"type": "done", "frames": batch.stop, "seconds": seconds})
-            except BaseException:
-                if writer is not None:
-                    writer.abort()
-                raise
+
+                def stop() -> bool:
+                    return cancel.is_set() or bool(hooks.should_cancel and hooks.should_cancel())
+
+                chunks = _chunks(audio_q, settings["rate"], cancel, hooks)
+                batches = pipe.stream(face, chunks, cfg, should_cancel=stop)
+                _send_batches(batches, folder, cfg, settings["quality"], put, hooks.progress)
             finally:
                 service.active -= 1
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _send_batches(batches, folder: Path, cfg, quality: int, put, progress) -> None:
+    """Each batch's frames as JPEG messages, then the complete MP4 and done."""
+    writer = None
+    audio_parts: list[np.ndarray] = []
+    batch: StreamBatch | None = None
+    try:
+        for batch in batches:
+            if writer is None:
+                writer = VideoWriter(folder / "video.mp4", fps=batch.fps, crf=cfg.crf)
+            writer.write(batch.frames)
+            audio_parts.append(batch.audio)
+            put([_frame_message(batch, k, f, quality) for k, f in enumerate(batch.frames)])
+            if progress is not None:
+                progress(batch.stop)
+        if writer is None or batch is None:
+            raise CancelledError("The stream ended without frames.")
+        video = writer.close()
+        out = folder / "clip.mp4"
+        mux_audio(video, np.concatenate(audio_parts), 16000, out)
+        seconds = batch.t1
+        header = _header("video", frames=batch.stop, seconds=seconds)
+        put([pack(header, out.read_bytes())])
+        put({"type": "done", "frames": batch.stop, "seconds": seconds})
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def _frame_message(batch: StreamBatch, k: int, frame: np.ndarray, quality: int) -> bytes:
+    index = batch.start + k
+    header = _header("frame", index=index, t=index / batch.fps, duration=1.0 / batch.fps)
+    return pack(header, encode_jpeg(frame, quality))
+
+
 async def _read_audio(ws, service, settings, audio_q: queue.Queue, cancel) -> None:
     """Client messages -> the audio queue, until end/cancel/disconnect (which cancels)."""
     from starlette.concurrency import run_in_threadpool
 
+    received = 0  # sample frames
     try:
         while True:
             msg = await ws.receive()
@@ -176,6 +265,10 @@ async def _read_audio(ws, service, settings, audio_q: queue.Queue, cancel) -> No
                 if len(data) > MAX_MESSAGE:
                     raise ProtocolError(f"An audio message is larger than {MAX_MESSAGE >> 20} MB.")
                 pcm = decode_pcm(data, settings["dtype"], settings["channels"])
+                received += pcm.shape[0]
+                limit = settings.get("max_seconds")
+                if limit is not None and received > limit * settings["rate"]:
+                    raise service.too_long(limit)
                 if pcm.shape[0]:
                     service.audio_backlog = max(service.audio_backlog, audio_q.qsize())
                     while not cancel.is_set():  # bounded: waits while the stream is behind
@@ -225,7 +318,7 @@ async def _send_results(ws, out_q: asyncio.Queue, reader: asyncio.Task) -> None:
                 break
             if isinstance(item, dict):
                 if item["type"] == "error":
-                    await fail(ws, item["message"], item["code"])
+                    await fail(ws, item["message"], item["code"], item.get("setting"))
                     return
                 await ws.send_json(item)
                 continue
