@@ -12,8 +12,9 @@ server unless a setting says so):
 - The decoded files of a request weigh at most ``sadtalker_api_max_request_mb`` MB, the audio,
   reference videos and idle motion last at most ``sadtalker_api_max_seconds``: 413 beyond.
 - The live endpoint ``/sadtalker/v1/stream`` (``sadtalker_core.stream_server``): each stream is a
-  host job like a request (``/sdapi/v1/interrupt`` stops it), and its audio lasts at most
-  ``sadtalker_api_max_seconds``: past that the stream ends with an error naming the limit and
+  host job like a request (``/sdapi/v1/interrupt`` stops it), its start photo weighs at most
+  ``sadtalker_api_max_request_mb`` MB decoded and its audio lasts at most
+  ``sadtalker_api_max_seconds``: past either the stream ends with an error naming the limit and
   the setting (close code 1008).
 """
 
@@ -468,7 +469,8 @@ def register(app, studio: Studio = STUDIO) -> None:
         return weights(studio)
 
     # live: the WebSocket endpoint /sadtalker/v1/stream, each stream a host job (queue lock,
-    # progress bar, Interrupt) whose audio lasts at most the API's duration setting
+    # progress bar, Interrupt) whose audio and start photo obey the API's duration and size
+    # settings
     from sadtalker_core.stream_server import stream_router
 
     app.include_router(
@@ -478,6 +480,10 @@ def register(app, studio: Studio = STUDIO) -> None:
             max_seconds=lambda: host.api_limit(host.API_MAX_SECONDS, host.API_DEFAULT_MAX_SECONDS),
             limit_setting=host.API_MAX_SECONDS,
             limit_hint="Settings > SadTalker",
+            max_photo_mb=lambda: host.api_limit(
+                host.API_MAX_REQUEST_MB, host.API_DEFAULT_MAX_REQUEST_MB
+            ),
+            photo_setting=host.API_MAX_REQUEST_MB,
         )
     )
 

@@ -268,3 +268,51 @@ def test_live_stream_is_a_host_job_that_interrupt_stops(
     assert closed["code"] == 1000
     _wait_job_end(state)
     assert not host.is_interrupted()
+
+
+@pytest.mark.parametrize("limit_mb", [0.2, 0.1])  # 0.2: decoded size; 0.1: the message itself
+def test_live_stream_photo_obeys_the_api_request_size(
+    monkeypatch, live_pipe, fixtures_dir, limit_mb
+):
+    """The start photo weighs at most sadtalker_api_max_request_mb decoded (people_0.png: 0.233
+    MB): past it the stream ends before any extraction, with an error naming the limit and the
+    setting, close code 1008 with a reason naming both."""
+    client, state = _live(monkeypatch, live_pipe, sadtalker_api_max_request_mb=limit_mb)
+    loads = []
+    monkeypatch.setattr(live_pipe, "extract", lambda *a, **k: loads.append(a))
+    with client.websocket_connect("/sadtalker/v1/stream") as ws:
+        photo = base64.b64encode((fixtures_dir / "people_0.png").read_bytes()).decode()
+        ws.send_json({"type": "start", "image": photo, "sample_rate": 16000, "format": "f32le"})
+        error = ws.receive_json()
+        closed = ws.receive()
+    assert error["type"] == "error" and error["setting"] == "sadtalker_api_max_request_mb"
+    assert f"the limit is {limit_mb:g} MB" in error["message"]
+    assert "Settings > SadTalker ('sadtalker_api_max_request_mb')" in error["message"]
+    if limit_mb == 0.2:
+        assert "The photo of this stream is 0.233 MB" in error["message"]
+    assert closed["code"] == 1008
+    assert (
+        closed["reason"] == f"Photo past the {limit_mb:g} MB limit ('sadtalker_api_max_request_mb')"
+    )
+    assert not loads and state.job_count == 0
+
+
+def test_live_stream_photo_past_8_mb_passes_when_the_setting_allows(
+    monkeypatch, live_pipe, fixtures_dir, tmp_path
+):
+    """A 9 MB photo under sadtalker_api_max_request_mb=20 reaches the face finder (the core's
+    message for a face-free picture), not a size error."""
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (1800, 1800, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png", compress_level=1)
+    data = (tmp_path / "noise.png").read_bytes()
+    assert len(data) > 9 << 20
+    client, _ = _live(monkeypatch, live_pipe, sadtalker_api_max_request_mb=20)
+    with client.websocket_connect("/sadtalker/v1/stream") as ws:
+        photo = base64.b64encode(data).decode()
+        options = {"detector": "dlib"}
+        ws.send_json({"type": "start", "image": photo, "sample_rate": 16000, "options": options})
+        error = ws.receive_json()
+    assert error["type"] == "error" and "setting" not in error
+    assert "No face" in error["message"], error

@@ -292,3 +292,41 @@ def test_the_a1111_api_mounts_the_endpoint():
     with TestClient(app).websocket_connect("/sadtalker/v1/stream") as ws:
         ws.send_text("hello")
         assert ws.receive_json() == {"type": "error", "message": "Not JSON: 'hello'."}
+
+
+def test_sadtalker_serve_limits_come_from_its_flags(monkeypatch, weights_dir, photo_b64):
+    """``sadtalker serve --max_seconds 0.2 --max_photo_mb 0.1``: the app it serves ends a stream
+    whose audio or photo is past them, naming the flag; the transport's message cap (uvicorn's
+    ws_max_size) stays above the largest start message the photo limit allows."""
+    from fastapi.testclient import TestClient
+
+    from sadtalker_core.cli.main import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    args = ["serve", "--checkpoint_dir", str(weights_dir), "--device", "cpu"]
+    assert main([*args, "--max_seconds", "0.2", "--max_photo_mb", "0.1"]) == 0
+    service = served["app"].state.stream_service
+    assert served["host"] == "127.0.0.1"
+    assert served["ws_max_size"] >= service.start_bytes(service.photo_limit()) > 0
+
+    with TestClient(served["app"]).websocket_connect("/sadtalker/v1/stream") as ws:
+        ws.send_text(start(photo_b64))  # people_0.png: 0.233 MB
+        error = ws.receive_json()
+    assert error["setting"] == "--max_photo_mb"
+    assert error["message"].endswith(
+        "Send a smaller photo (a PNG or JPEG of the face is enough), or raise the limit in the "
+        "sadtalker serve command ('--max_photo_mb')."
+    )
+
+    assert main([*args, "--max_seconds", "0.2", "--max_photo_mb", "1"]) == 0
+    tone = (0.3 * np.sin(np.arange(4800) * 2 * np.pi * 220 / 16000)).astype("<f4").tobytes()
+    with TestClient(served["app"]).websocket_connect("/sadtalker/v1/stream") as ws:
+        ws.send_text(start(photo_b64, rate=16000))
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(tone)  # 0.3 s
+        error = ws.receive_json()
+        closed = ws.receive()
+    assert error["setting"] == "--max_seconds"
+    assert "lasts longer than the limit of 0.2 s" in error["message"]
+    assert closed["code"] == 1008

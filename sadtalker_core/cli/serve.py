@@ -26,6 +26,21 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-dir", "--checkpoint_dir", dest="checkpoint_dir", help="checkpoint folder"
     )
     p.add_argument("--device", default=None, help="torch device (default: the best available)")
+    p.add_argument(
+        "--max_seconds",
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="longest audio one stream may send, in seconds; past it the stream ends with an "
+        "error naming this flag (default: %(default)s = no limit)",
+    )
+    p.add_argument(
+        "--max_photo_mb",
+        "--max-photo-mb",
+        type=float,
+        default=6.0,
+        help="largest start photo, decoded, in MB (default: %(default)s)",
+    )
     p.set_defaults(func=serve)
 
 
@@ -38,7 +53,17 @@ def serve(args: argparse.Namespace) -> int:
     from ..stream_server import build_app
 
     pipe = SadTalkerPipeline(args.checkpoint_dir, args.device)
-    app = build_app(lambda: pipe)
+    app = build_app(
+        lambda: pipe,
+        max_seconds=args.max_seconds,
+        limit_setting="--max_seconds",
+        limit_hint="the sadtalker serve command",
+        max_photo_mb=args.max_photo_mb,
+        photo_setting="--max_photo_mb",
+    )
+    service = app.state.stream_service
+    # the transport's own cap stays above the start message the photo limit allows
+    ws_max = max(16 << 20, service.start_bytes(service.photo_limit()) + (1 << 20))
     say(f"SadTalker live: http://{args.host}:{args.port}/stream (Ctrl-C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", ws_max_size=16 << 20)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", ws_max_size=ws_max)
     return 0

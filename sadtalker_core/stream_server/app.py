@@ -33,8 +33,9 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
         get_pipeline: returns the shared :class:`~sadtalker_core.pipeline.SadTalkerPipeline`.
         lock: held while a stream renders (without ``job``).
         service: a :class:`StreamService` to use (tests); built from the above by default.
-        limits: ``job``, ``max_seconds``, ``limit_setting``, ``limit_hint`` of
-            :class:`StreamService` (A1111: the host's job and the API's duration setting).
+        limits: ``job``, ``max_seconds``, ``limit_setting``, ``limit_hint``, ``max_photo_mb``,
+            ``photo_setting`` of :class:`StreamService` (A1111: the host's job and the API's
+            duration and request-size settings; ``sadtalker serve``: its flags).
 
     Raises:
         MissingDependencyError: FastAPI is not installed.
@@ -56,10 +57,14 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
         out_q: asyncio.Queue = asyncio.Queue(maxsize=FRAME_QUEUE)
         worker: asyncio.Future | None = None
         try:
-            cfg, settings = parse_start(await receive_json(ws))
+            photo_limit = service.photo_limit()
+            start = await receive_json(
+                ws, service.start_bytes(photo_limit), service.photo_too_large
+            )
+            cfg, settings = parse_start(start)
             settings["max_seconds"] = service.audio_limit()
             face_id, face = await run_in_threadpool(
-                service.face, settings["image"], settings["face_id"], cfg
+                service.face, settings["image"], settings["face_id"], cfg, photo_limit
             )
             await ws.send_json(
                 {
@@ -103,8 +108,9 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
     return router
 
 
-def build_app(get_pipeline: Callable[[], Any], web_root: Path | None = None):
-    """The standalone FastAPI app of ``sadtalker serve``: the endpoint and the page at ``/``."""
+def build_app(get_pipeline: Callable[[], Any], web_root: Path | None = None, **limits: Any):
+    """The standalone FastAPI app of ``sadtalker serve``: the endpoint (with ``limits``, as in
+    :func:`stream_router`) and the page at ``/``."""
     try:
         from fastapi import FastAPI
         from fastapi.responses import FileResponse, RedirectResponse
@@ -112,7 +118,7 @@ def build_app(get_pipeline: Callable[[], Any], web_root: Path | None = None):
         raise MissingDependencyError("fastapi", "The live endpoint /sadtalker/v1/stream") from e
 
     app = FastAPI(title="SadTalker live")
-    router = stream_router(get_pipeline)
+    router = stream_router(get_pipeline, **limits)
     app.include_router(router)
     app.state.stream_service = router.service
     page = (web_root or Path(__file__).resolve().parents[2] / "web" / "stream") / "index.html"

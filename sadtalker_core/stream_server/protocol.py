@@ -36,6 +36,7 @@ import contextlib
 import io
 import json
 import logging
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -210,9 +211,12 @@ def mux_audio(video: Path, audio: np.ndarray, sample_rate: int, out: Path) -> No
         writer_tmp.unlink(missing_ok=True)
 
 
-async def receive_json(ws) -> Any:
-    """The next message as JSON: a text message of at most :data:`MAX_MESSAGE` bytes (the
-    start message)."""
+async def receive_json(
+    ws, max_bytes: int = MAX_MESSAGE, too_large: Callable[[int], Exception] | None = None
+) -> Any:
+    """The next message as JSON: a text message of at most ``max_bytes`` bytes (the start
+    message); a longer one raises ``too_large(its decoded size, estimated)``, or a
+    :class:`ProtocolError`."""
     msg = await ws.receive()
     if msg["type"] == "websocket.disconnect":
         from fastapi import WebSocketDisconnect
@@ -221,8 +225,10 @@ async def receive_json(ws) -> Any:
     text = msg.get("text")
     if text is None:
         raise ProtocolError("Expected a JSON text message, got binary data.")
-    if len(text) > MAX_MESSAGE:
-        raise ProtocolError(f"The message is larger than {MAX_MESSAGE >> 20} MB.")
+    if len(text) > max_bytes:
+        if too_large is not None:
+            raise too_large(len(text) * 3 // 4)
+        raise ProtocolError(f"The message is larger than {max_bytes / (1 << 20):g} MB.")
     try:
         return json.loads(text)
     except ValueError:

@@ -85,6 +85,9 @@ class StreamService:
             each stream's start (a setting); None or <= 0: no limit.
         limit_setting, limit_hint: the setting that raises ``max_seconds`` and where it is
             (e.g. ``"Settings > SadTalker"``), named in the error.
+        max_photo_mb: the largest start photo, decoded, in MB, or a callable read at each
+            stream's start (a setting); None or <= 0: only the message cap :data:`MAX_MESSAGE`.
+        photo_setting: the setting that raises ``max_photo_mb`` (in ``limit_hint``).
     """
 
     def __init__(
@@ -96,40 +99,82 @@ class StreamService:
         max_seconds: float | Callable[[], float | None] | None = None,
         limit_setting: str | None = None,
         limit_hint: str | None = None,
+        max_photo_mb: float | Callable[[], float | None] | None = None,
+        photo_setting: str | None = None,
     ):
         self.get_pipeline = get_pipeline
         self.lock = lock if lock is not None else threading.Lock()
         self.job = job or (lambda: _locked(self.lock))
         self.max_seconds = max_seconds
         self.limit_setting, self.limit_hint = limit_setting, limit_hint
+        self.max_photo_mb, self.photo_setting = max_photo_mb, photo_setting
         self._faces: OrderedDict[str, Any] = OrderedDict()
         self._faces_lock = threading.Lock()
         self.active = 0  # streams running (tests, health)
         self.audio_backlog = 0  # most audio messages ever waiting in one stream's queue
 
+    @staticmethod
+    def _read_limit(value: Any) -> float | None:
+        limit = value() if callable(value) else value
+        return float(limit) if limit is not None and float(limit) > 0 else None
+
     def audio_limit(self) -> float | None:
         """Seconds of audio a stream starting now may send (None: no limit)."""
-        limit = self.max_seconds() if callable(self.max_seconds) else self.max_seconds
-        return float(limit) if limit is not None and float(limit) > 0 else None
+        return self._read_limit(self.max_seconds)
+
+    def photo_limit(self) -> int | None:
+        """Bytes the photo of a stream starting now may decode to (None: no limit of its own)."""
+        mb = self._read_limit(self.max_photo_mb)
+        return None if mb is None else int(mb * (1 << 20))
+
+    def start_bytes(self, photo_limit: int | None) -> int:
+        """The largest start message: the photo limit in base64, plus room for a data: URL
+        prefix and the options; :data:`MAX_MESSAGE` without a photo limit."""
+        return MAX_MESSAGE if photo_limit is None else (photo_limit + 2) // 3 * 4 + (64 << 10)
+
+    def _past_limit(self, problem: str, ask: str, limit: str, setting: str | None):
+        """A limit error: the ``problem``, then what to do (``ask``, or raise ``setting``
+        where it is set); its close reason names the ``limit`` and the setting."""
+        if not setting:
+            return StreamLimitError(f"{problem} {ask}.", None, limit)
+        where = f" in {self.limit_hint}" if self.limit_hint else ""
+        return StreamLimitError(
+            f"{problem} {ask}, or raise the limit{where} ('{setting}').",
+            setting,
+            f"{limit} ('{setting}')",
+        )
 
     def too_long(self, limit: float) -> StreamLimitError:
         """The error of a stream whose audio passed ``limit`` seconds."""
-        setting = self.limit_setting
-        if setting:
-            where = f" in {self.limit_hint}" if self.limit_hint else ""
-            fix = f"End the stream sooner, or raise the limit{where} ('{setting}')."
-            reason = f"Audio past the {limit:g} s limit ('{setting}')"
-        else:
-            fix = "End the stream sooner."
-            reason = f"Audio past the {limit:g} s limit"
-        message = f"The audio of this stream lasts longer than the limit of {limit:g} s. {fix}"
-        return StreamLimitError(message, setting, reason)
+        return self._past_limit(
+            f"The audio of this stream lasts longer than the limit of {limit:g} s.",
+            "End the stream sooner",
+            f"Audio past the {limit:g} s limit",
+            self.limit_setting,
+        )
 
-    def face(self, image_b64: str | None, face_id: str | None, cfg: PipelineConfig):
+    def photo_too_large(self, size: int) -> StreamLimitError:
+        """The error of a start photo of ``size`` bytes (decoded) past :meth:`photo_limit`."""
+        mb = self._read_limit(self.max_photo_mb) or MAX_MESSAGE * 3 / 4 / (1 << 20)
+        return self._past_limit(
+            f"The photo of this stream is {size / (1 << 20):.3g} MB; the limit is {mb:g} MB.",
+            "Send a smaller photo (a PNG or JPEG of the face is enough)",
+            f"Photo past the {mb:g} MB limit",
+            self.photo_setting,
+        )
+
+    def face(
+        self,
+        image_b64: str | None,
+        face_id: str | None,
+        cfg: PipelineConfig,
+        photo_limit: int | None = None,
+    ):
         """(face_id, Face): extracted from the photo, or the cached face of ``face_id``.
 
         Raises:
             ProtocolError: bad base64, or an unknown face id.
+            StreamLimitError: the photo decodes to more than ``photo_limit`` bytes.
             InvalidImageError / NoFaceDetectedError: from the extraction.
         """
         if face_id is not None:
@@ -147,6 +192,8 @@ class StreamService:
             data = base64.b64decode(image_b64.split(",", 1)[-1], validate=True)
         except (binascii.Error, ValueError):
             raise ProtocolError('"image" is not valid base64 (a data: URL is fine).') from None
+        if photo_limit is not None and len(data) > photo_limit:
+            raise self.photo_too_large(len(data))
         key = hashlib.sha256(data + repr(cfg.extract).encode()).hexdigest()[:24]
         with self._faces_lock:
             face = self._faces.get(key)
