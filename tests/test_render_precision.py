@@ -36,6 +36,12 @@ def exact(renderer, clip):
     return _render(renderer, clip, batch_size=1)[1]
 
 
+@pytest.fixture(scope="module")
+def fp32_batch2(renderer, clip):
+    """Exact fp32 at batch size 2, rendered once for every precision that falls back to it."""
+    return _render(renderer, clip, batch_size=2, precision="fp32")[1]
+
+
 class _OOMAbove:
     """Wraps ``generator.animate``: raises the device's out-of-memory error for batches larger
     than ``limit`` frames, as a GPU without enough free memory does."""
@@ -101,7 +107,7 @@ BOUNDS = {"auto": (2e-3, 1e-4), "tf32": (2e-2, 1e-3), "bf16": (0.25, 0.03), "fp1
 
 
 @pytest.mark.parametrize("precision", ["auto", "tf32", "bf16", "fp16"])
-def test_every_precision_renders_close_to_fp32(renderer, clip, exact, precision, caplog):
+def test_every_precision_renders_close_to_fp32(renderer, clip, exact, precision, request, caplog):
     with caplog.at_level(logging.WARNING, logger="sadtalker_core.render.infer"):
         batches, frames = _render(renderer, clip, batch_size=2, precision=precision)
     assert frames.shape == exact.shape and frames.dtype == torch.float32
@@ -110,7 +116,7 @@ def test_every_precision_renders_close_to_fp32(renderer, clip, exact, precision,
     max_abs, mean_abs = BOUNDS[precision]
     assert err.max() <= max_abs and err.mean() <= mean_abs, (err.max(), err.mean())
     if resolve_precision(precision, DEVICE) == "fp32":  # the documented fallback: exact fp32
-        fp32 = _render(renderer, clip, batch_size=2, precision="fp32")[1]
+        fp32 = request.getfixturevalue("fp32_batch2")
         torch.testing.assert_close(frames, fp32, rtol=0, atol=0)
     elif precision in ("bf16", "fp16"):
         assert err.max() > 0  # the reduced precision really ran
