@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sadtalker_webui import api, host  # noqa: E402
+from sadtalker_webui import api, api_inputs, host  # noqa: E402
 from sadtalker_webui.studio import Studio  # noqa: E402
 
 
@@ -133,7 +133,7 @@ def test_api_tells_paths_from_base64():
         "~/face.png": True,
     }
     for value, is_path in cases.items():
-        assert api._is_path(value, api._b64(value)) is is_path, value
+        assert api_inputs._is_path(value, api_inputs._b64(value)) is is_path, value
 
 
 def test_api_server_path_rules(monkeypatch, tmp_path):
@@ -148,18 +148,18 @@ def test_api_server_path_rules(monkeypatch, tmp_path):
     (tmp_path / "data_link").symlink_to(data, target_is_directory=True)
     (outside / "in.wav").symlink_to(data / "sub" / "a.wav")
 
-    with pytest.raises(api.ForbiddenInputError, match="sadtalker_api_allow_paths") as e:
-        api.server_path("driven_audio", str(data / "sub" / "a.wav"))  # off by default
+    with pytest.raises(api_inputs.ForbiddenInputError, match="sadtalker_api_allow_paths") as e:
+        api_inputs.server_path("driven_audio", str(data / "sub" / "a.wav"))  # off by default
     assert e.value.setting == "sadtalker_api_allow_paths"
     settings["sadtalker_api_allow_paths"] = "false"  # a string from a hand-edited config.json
-    with pytest.raises(api.ForbiddenInputError):
-        api.server_path("driven_audio", str(data / "sub" / "a.wav"))
+    with pytest.raises(api_inputs.ForbiddenInputError):
+        api_inputs.server_path("driven_audio", str(data / "sub" / "a.wav"))
 
     settings.update(sadtalker_api_allow_paths=True, sadtalker_api_path_folders=f"{tmp_path}/x;")
     settings["sadtalker_api_path_folders"] += str(tmp_path / "data_link")  # listed via a link
     real = str((data / "sub" / "a.wav").resolve())
-    assert api.server_path("driven_audio", str(data / "sub" / "a.wav")) == real
-    assert api.server_path("driven_audio", f"{tmp_path}/data_link/sub/../sub/a.wav") == real
+    assert api_inputs.server_path("driven_audio", str(data / "sub" / "a.wav")) == real
+    assert api_inputs.server_path("driven_audio", f"{tmp_path}/data_link/sub/../sub/a.wav") == real
     for refused in (
         data / "out.wav",  # a link inside pointing out
         outside / "in.wav",  # outside, even where it leads inside
@@ -167,12 +167,12 @@ def test_api_server_path_rules(monkeypatch, tmp_path):
         f"{data}/../outside/b.wav",
         f"{data}/sub/../../outside/b.wav",
     ):
-        with pytest.raises(api.ForbiddenInputError, match="sadtalker_api_path_folders"):
-            api.server_path("driven_audio", str(refused))
-    with pytest.raises(api.BadInputError, match="there is no file"):
-        api.server_path("driven_audio", str(data / "sub" / "missing.wav"))
-    with pytest.raises(api.BadInputError, match="there is no file"):
-        api.server_path("driven_audio", str(data / "sub"))  # a folder
+        with pytest.raises(api_inputs.ForbiddenInputError, match="sadtalker_api_path_folders"):
+            api_inputs.server_path("driven_audio", str(refused))
+    with pytest.raises(api_inputs.BadInputError, match="there is no file"):
+        api_inputs.server_path("driven_audio", str(data / "sub" / "missing.wav"))
+    with pytest.raises(api_inputs.BadInputError, match="there is no file"):
+        api_inputs.server_path("driven_audio", str(data / "sub"))  # a folder
 
 
 # --------------------------------------------------------------------------------------------
