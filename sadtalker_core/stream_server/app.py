@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import MissingDependencyError, SadTalkerError
 from ..stream import lookahead_ms
-from .protocol import PATH, ProtocolError, StreamLimitError, fail, parse_start, receive_json
+from .protocol import PATH, StreamLimitError, fail, parse_start, receive_json
 from .session import (
     _END,
     AUDIO_QUEUE,
@@ -44,7 +44,6 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
         from fastapi import APIRouter, WebSocket, WebSocketDisconnect
     except ImportError as e:
         raise MissingDependencyError("fastapi", "The live endpoint /sadtalker/v1/stream") from e
-    from starlette.concurrency import run_in_threadpool
 
     service = service or StreamService(get_pipeline, lock, **limits)
     router = APIRouter()
@@ -57,23 +56,7 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
         out_q: asyncio.Queue = asyncio.Queue(maxsize=FRAME_QUEUE)
         worker: asyncio.Future | None = None
         try:
-            photo_limit = service.photo_limit()
-            start = await receive_json(
-                ws, service.start_bytes(photo_limit), service.photo_too_large
-            )
-            cfg, settings = parse_start(start)
-            settings["max_seconds"] = service.audio_limit()
-            face_id, face = await run_in_threadpool(
-                service.face, settings["image"], settings["face_id"], cfg, photo_limit
-            )
-            await ws.send_json(
-                {
-                    "type": "ready",
-                    "face_id": face_id,
-                    "fps": cfg.coeffs.fps,
-                    "lookahead_ms": list(lookahead_ms(cfg.coeffs.still, cfg.coeffs.fps)),
-                }
-            )
+            cfg, settings, face = await _start(ws, service)
 
             def put(item) -> None:  # worker thread -> event loop, blocks while the queue is full
                 asyncio.run_coroutine_threadsafe(out_q.put(item), loop).result()
@@ -85,9 +68,7 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
             await _send_results(ws, out_q, reader)
         except StreamLimitError as e:
             await fail(ws, str(e), 1008, e.setting, e.reason)
-        except ProtocolError as e:
-            await fail(ws, str(e), 1008)
-        except SadTalkerError as e:
+        except SadTalkerError as e:  # a ProtocolError or the core's (no face, bad options)
             await fail(ws, str(e), 1008)
         except WebSocketDisconnect:
             pass
@@ -106,6 +87,25 @@ def stream_router(get_pipeline: Callable[[], Any], lock: Any = None, service=Non
     router.add_api_websocket_route(PATH, endpoint)
     router.service = service  # type: ignore[attr-defined]
     return router
+
+
+async def _start(ws, service: StreamService) -> tuple[Any, dict, Any]:
+    """The start message: its options checked, the photo within the limits and its face found
+    (or the cached face of ``face_id``), answered with ``ready``; returns (config, settings,
+    face)."""
+    from starlette.concurrency import run_in_threadpool
+
+    photo_limit = service.photo_limit()
+    start = await receive_json(ws, service.start_bytes(photo_limit), service.photo_too_large)
+    cfg, settings = parse_start(start)
+    settings["max_seconds"] = service.audio_limit()
+    face_id, face = await run_in_threadpool(
+        service.face, settings["image"], settings["face_id"], cfg, photo_limit
+    )
+    fps, still = cfg.coeffs.fps, cfg.coeffs.still
+    ready = {"type": "ready", "face_id": face_id, "fps": fps}
+    await ws.send_json({**ready, "lookahead_ms": list(lookahead_ms(still, fps))})
+    return cfg, settings, face
 
 
 def build_app(get_pipeline: Callable[[], Any], web_root: Path | None = None, **limits: Any):
