@@ -1,7 +1,8 @@
 """Live: frames of the talking head while the speech is still arriving.
 
-The package: :class:`CoeffStream` (:mod:`.coeff_stream`, with the lookahead constants) is the
-coefficient stage fed piece by piece; :func:`stream_frames` (:mod:`.frame_stream`) renders its
+The package: :mod:`.speech_stream` turns PCM pieces into the official 16 kHz waveform and its
+final mel windows; :class:`CoeffStream` (:mod:`.coeff_stream`, with the lookahead constants) is
+the coefficient stage fed from it; :func:`stream_frames` (:mod:`.frame_stream`) renders its
 rows batch by batch (``SadTalkerPipeline.stream``); both are re-exported here. Each output is
 emitted as soon as it is *final*: no later audio can change it. The streamed clip is the
 offline clip (:func:`~sadtalker_core.coeffs.generate.generate_coeffs` + ``iter_frames``) of the

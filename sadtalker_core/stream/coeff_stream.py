@@ -1,5 +1,7 @@
-"""The coefficient stage of a stream (:class:`CoeffStream`): speech in piece by piece, each
-coefficient row out once no later audio can change it; the lookahead constants and
+"""The coefficient stage of a stream (:class:`CoeffStream`): speech in piece by piece (its mel
+windows from :class:`~.speech_stream.SpeechStream`), blinks, ExpNet, PoseVAE chunks and pose
+smoothing run as far as they are final, each coefficient row out once no later audio can change
+it; the lookahead constants and
 :func:`lookahead_ms` (see :mod:`sadtalker_core.stream` for the figures and the equality with the
 offline clip)."""
 
@@ -23,13 +25,12 @@ from ..coeffs.generate import (
     frame_counts,
     source_row,
 )
-from ..coeffs.mel import DEFAULT_MEL, melspectrogram
 from ..config import CoeffConfig
 from ..errors import InvalidAudioError, OptionError
-from ..io.audio import TARGET_RATE, _pcm_to_float, _to_numpy
-from ..io.resample import StreamingResampler
+from ..io.audio import TARGET_RATE
 from ..render.infer import SEMANTIC_RADIUS
 from ..types import Face
+from .speech_stream import SpeechStream, _Tail
 
 MEL_LOOKAHEAD_MS = 112.5  # speech past a frame's end its mel window needs (incl. rounding)
 BLINK_LOOKAHEAD_MS = 220.0  # speech past a blink's first frame before it is known (5.5 frames)
@@ -40,16 +41,6 @@ SMOOTH_RADIUS = 6  # half of the 13-frame Savitzky-Golay window
 COEFF_TOLERANCE = 1e-4  # max |streamed - offline| coefficient (float32 batch-order rounding)
 FRAME_TOLERANCE = 2  # max |streamed - offline| frame level (0..255) from that rounding
 BLINK_LONG_CLIP = 2 * BLINK_MAX_GAP  # 140 frames: from here the offline gaps are [10, 70)
-_HOP = DEFAULT_MEL.hop  # 200 samples per mel frame
-_HALF_FFT = DEFAULT_MEL.n_fft // 2  # 400: the STFT reaches this far past a mel frame's centre
-_MAX_CHANNELS = 16
-_PREFIX_FRAMES = 3  # mel frames recomputed before a piece (its first sample lacks pre-emphasis)
-
-
-def _window_start(i: np.ndarray | int) -> np.ndarray:
-    """First mel frame of model frame i's window, before clamping (``mel.window_starts``)."""
-    i = np.asarray(i, dtype=np.float64)
-    return np.trunc(DEFAULT_MEL.mel_fps * ((i - 2) / float(DEFAULT_MEL.fps))).astype(np.int64)
 
 
 def lookahead_ms(still: bool = False, fps: float = MODEL_FPS) -> tuple[float, float]:
@@ -82,34 +73,6 @@ def check_stream_config(cfg: CoeffConfig) -> None:
                 "whole clip, whose length a stream does not know. Leave it empty, or render "
                 "offline."
             )
-
-
-class _Tail:
-    """A growing 1-D/2-D sequence that forgets its head: global indices, bounded memory."""
-
-    def __init__(self, width: int | None = None, dtype=np.float32):
-        shape = (0,) if width is None else (0, width)
-        self.data = np.zeros(shape, dtype)
-        self.start = 0  # global index of data[0]
-
-    @property
-    def stop(self) -> int:
-        return self.start + self.data.shape[0]
-
-    def append(self, x: np.ndarray) -> None:
-        if x.shape[0]:
-            self.data = np.concatenate([self.data, x.astype(self.data.dtype, copy=False)])
-
-    def get(self, a: int, b: int) -> np.ndarray:
-        if a < self.start or b > self.stop:
-            raise IndexError(f"[{a}, {b}) outside the kept [{self.start}, {self.stop})")
-        return self.data[a - self.start : b - self.start]
-
-    def forget_before(self, index: int) -> None:
-        cut = min(max(index, self.start), self.stop) - self.start
-        if cut > 0:
-            self.data = self.data[cut:].copy()
-            self.start += cut
 
 
 class CoeffStream:
@@ -149,29 +112,18 @@ class CoeffStream:
     ):
         cfg = config or CoeffConfig()
         check_stream_config(cfg)
-        if int(sample_rate) <= 0:
-            raise ValueError(f"The sample rate must be a positive integer, got {sample_rate}.")
+        self._speech = SpeechStream(sample_rate)
         self.cfg, self.models = cfg, models
         self.fps = float(cfg.fps)
-        self.sample_rate = int(sample_rate)
+        self.sample_rate = self._speech.sample_rate
         src = source_row(face)
         self._src_exp, self._src_pose = src[:EXP_DIM], src[POSE_SLICE]
         self._blink_rows = (
             None if ref_eyeblink is None else _reference_rows(ref_eyeblink, "ref_eyeblink", EXP_DIM)
         )
         self._pose_rows = None if ref_pose is None else _reference_rows(ref_pose, "ref_pose", 70)
-        self._resampler = (
-            None
-            if self.sample_rate == TARGET_RATE
-            else StreamingResampler(
-                self.sample_rate, TARGET_RATE, min_batch=self.sample_rate // 100
-            )
-        )  # resampled every 10 ms of input at least (per-call costs of tiny chunks)
         self._step = max(1, int(step_frames)) * (TARGET_RATE // MODEL_FPS)  # in 16 kHz samples
         self._advanced_at = 0  # 16 kHz samples held at the last network step
-        self._n_src = 0  # source samples received
-        self._wav = _Tail()  # 16 kHz waveform (the resampler's final outputs)
-        self._mel = _Tail(DEFAULT_MEL.n_mels)  # final mel frames
         self._exp = _Tail(EXP_DIM)  # expression rows at 25 fps (scaled)
         self._raw_pose = _Tail(6)  # unsmoothed pose at 25 fps
         self._pose = _Tail(6)  # final pose at 25 fps
@@ -193,7 +145,7 @@ class CoeffStream:
     def _lengths(self) -> tuple[int, int, int, int]:
         """(t_out, t_model, n_out, model_len): final after finish(), else the least they can be
         (more audio only makes them larger)."""
-        duration = self._n_src / self.sample_rate
+        duration = self._speech.seconds
         t_out = int(math.floor(duration * self.fps + 0.5))
         if t_out < 1:
             return 0, 0, 0, 0
@@ -217,23 +169,12 @@ class CoeffStream:
         """
         if self._finished:
             raise RuntimeError("CoeffStream.push after finish().")
-        x = _pcm_to_float(_to_numpy(samples))
-        if x.ndim == 2 and 1 <= x.shape[1] <= _MAX_CHANNELS:
-            x = x.mean(axis=1, dtype=np.float32)  # (n, channels) -> (n,), as load_audio
-        if x.ndim != 1:
-            raise InvalidAudioError(
-                f"An audio chunk must be (n,) mono or (n, channels) interleaved with at most "
-                f"{_MAX_CHANNELS} channels, got shape {x.shape}."
-            )
-        if not np.isfinite(x).all():
-            raise InvalidAudioError("An audio chunk holds NaN or infinite samples.")
-        if x.shape[0] == 0:
+        if not self._speech.push(samples):
             return np.zeros((0, 70), np.float32)
-        self._n_src += x.shape[0]
-        self._wav.append(x if self._resampler is None else self._resampler.push(x))
-        if not advance or self._wav.stop - self._advanced_at < self._step:
+        held = self._speech.wav.stop
+        if not advance or held - self._advanced_at < self._step:
             return np.zeros((0, 70), np.float32)
-        self._advanced_at = self._wav.stop
+        self._advanced_at = held
         return self._advance()
 
     def finish(self) -> np.ndarray:
@@ -247,21 +188,18 @@ class CoeffStream:
         t_out, t_model, n_out, model_len = self._lengths()
         if t_out < 1:
             raise InvalidAudioError(
-                f"The stream held {self._n_src / self.sample_rate:.3f} s of audio, shorter "
+                f"The stream held {self._speech.seconds:.3f} s of audio, shorter "
                 f"than one video frame ({1.0 / self.fps:.3f} s at {self.fps:g} fps)."
             )
         self._finished = True
-        if self._resampler is not None:
-            self._wav.append(self._resampler.finish())
+        self._speech.finish()
         self.out_frames, self.model_frames, self.audio_samples = t_out, t_model, n_out
         return self._advance()
 
     def audio(self, a: int, b: int) -> np.ndarray:
         """Output audio samples [a, b) at 16 kHz (the offline ``Coeffs.audio``), float32;
         request in increasing order (earlier samples are forgotten)."""
-        stop = self._wav.stop
-        have = self._wav.get(min(a, stop), min(b, stop))
-        out = np.concatenate([have, np.zeros(max(0, b - max(a, stop)), np.float32)])
+        out = self._speech.audio(a, b)
         self._audio_done = b
         self._forget()
         return out
@@ -271,58 +209,14 @@ class CoeffStream:
         t_out, t_model, n_out, model_len = self._lengths()
         if t_out < 1:
             return np.zeros((0, 70), np.float32)
-        self._extend_mel(n_out, model_len)
-        windows_final = self._windows_final(t_model)
+        self._speech.extend_mel(n_out, model_len)
+        windows_final = self._speech.windows_final(t_model)
         self._run_expnet(windows_final, t_model)
         self._run_pose(windows_final, t_model)
         self._join_rows()
         rows = self._output_rows(t_out, t_model)
         self._forget()
         return rows
-
-    def _model_sample(self, a: int, b: int, n_out: int, model_len: int) -> np.ndarray:
-        """The offline model waveform [a, b): output audio cut/padded to ``model_len``."""
-        x = np.zeros(b - a, np.float32)
-        real = min(b, n_out, model_len, self._wav.stop)
-        if real > a:
-            x[: real - a] = self._wav.get(a, real)
-        return x
-
-    def _extend_mel(self, n_out: int, model_len: int) -> None:
-        if self._finished:
-            known, last = model_len, model_len // _HOP + 1  # every mel frame of the clip
-        else:
-            known = min(self._wav.stop, n_out, model_len)  # samples no later audio changes
-            last = max(0, (known - _HALF_FFT) // _HOP + 1)  # frames whose STFT lies inside
-        f0 = self._mel.stop
-        if last <= f0:
-            return
-        a = max(0, (f0 - _PREFIX_FRAMES) * _HOP)
-        b = model_len if self._finished else (last - 1) * _HOP + _HALF_FFT
-        piece = self._model_sample(a, b, n_out, model_len)
-        mel = melspectrogram(piece)  # same frames as the whole clip's from skip on
-        skip = f0 - a // _HOP
-        self._mel.append(mel[skip : skip + last - f0])
-
-    def _windows_final(self, t_model: int) -> int:
-        """Model frames whose mel window is final."""
-        if self._finished:
-            return t_model
-        f = self._mel.stop
-        # window of frame i: mel frames start_i .. start_i + 15, start_i = trunc(3.2 (i - 2))
-        i = min(t_model, int((f - DEFAULT_MEL.window) * DEFAULT_MEL.fps / DEFAULT_MEL.mel_fps) + 4)
-        while i > 0 and int(_window_start(i - 1)) + DEFAULT_MEL.window > f:
-            i -= 1
-        return max(0, i)
-
-    def _windows(self, a: int, b: int, t_model: int) -> np.ndarray:
-        starts = _window_start(np.arange(a, b))  # (b - a,)
-        idx = starts[:, None] + np.arange(DEFAULT_MEL.window)  # (b - a, 16)
-        last = (t_model * (TARGET_RATE // MODEL_FPS)) // _HOP if self._finished else None
-        idx = np.clip(idx, 0, last if last is not None else idx.max())
-        mel = self._mel.get(int(idx.min()), int(idx.max()) + 1)
-        win = mel[idx - int(idx.min())]  # (b - a, 16, 80)
-        return np.ascontiguousarray(win.transpose(0, 2, 1))  # -> (b - a, 80, 16)
 
     def _blink(self, a: int, b: int, t_model: int) -> tuple[np.ndarray, int]:
         """Blink ratio of frames [a, b) and how many of them are final (from a)."""
@@ -366,7 +260,7 @@ class CoeffStream:
             ref = self._blink_rows[np.arange(a, b) % len(self._blink_rows), :EXP_DIM]
         exp = predict_expression(
             self.models.exp_net,
-            torch.from_numpy(self._windows(a, b, t_model)),
+            torch.from_numpy(self._speech.windows(a, b, t_model)),
             ref,
             ratio[: b - a],
             self.cfg.chunk_frames,
@@ -387,7 +281,7 @@ class CoeffStream:
         # audio features of frames 1 .. windows_final - 1
         if windows_final > self._feat_stop:
             a, b = self._feat_stop, windows_final
-            mel = torch.from_numpy(self._windows(a, b, t_model))
+            mel = torch.from_numpy(self._speech.windows(a, b, t_model))
             param = next(net.parameters())
             mel = mel.to(param.device, param.dtype).unsqueeze(1)  # (n, 80, 16) -> (n, 1, 80, 16)
             with torch.no_grad():
@@ -496,12 +390,8 @@ class CoeffStream:
 
     def _forget(self) -> None:
         """Drop audio and mel frames no future output needs."""
-        first_mel = int(_window_start(self._exp.stop))
-        if not self.cfg.still:
-            first_mel = min(first_mel, int(_window_start(self._feat_stop)))
-        self._mel.forget_before(first_mel - 1)
-        keep = max(0, (self._mel.stop - _PREFIX_FRAMES) * _HOP)
-        self._wav.forget_before(min(keep, self._audio_done))
+        first = self._exp.stop if self.cfg.still else min(self._exp.stop, self._feat_stop)
+        self._speech.forget(first, self._audio_done)
         self._exp.forget_before(self._rows.stop)
         self._pose.forget_before(self._rows.stop)
         self._raw_pose.forget_before(

@@ -31,7 +31,8 @@ from ..render.infer import (
 )
 from ..render.motion import transform_keypoints
 from ..types import Face
-from .coeff_stream import RENDER_RADIUS, CoeffStream, _Tail, check_stream_config
+from .coeff_stream import RENDER_RADIUS, CoeffStream, check_stream_config
+from .speech_stream import _Tail
 
 if TYPE_CHECKING:
     from ..pipeline import SadTalkerPipeline
